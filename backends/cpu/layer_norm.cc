@@ -1,0 +1,113 @@
+// CPU layer norm over the last `cols` elements of each row, forward and backward.
+// Statistics in float (double for float64); mean and rstd are saved for backward.
+//   y = (x - mean) * rstd * w + b,        rstd = 1 / sqrt(var + eps)   (biased var)
+//   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * w
+#include <cmath>
+
+#include "core/kernels.h"
+#include "core/parallel.h"
+
+namespace accel::cpu {
+
+namespace {
+
+void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                       const Tensor& out, const Tensor& mean, const Tensor& rstd) {
+  const int64_t cols = x.size(1), rows = x.size(0);
+  visit_floating(x.dtype(), "layer_norm", "cpu", [&]<typename T>() {
+    using M = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const T* px = x.data_ptr<T>();
+    const T* pw = weight.defined() ? weight.data_ptr<T>() : nullptr;
+    const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
+    T* py = out.data_ptr<T>();
+    M* pmean = mean.data_ptr<M>();
+    M* prstd = rstd.data_ptr<M>();
+    parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = px + r * cols;
+        T* yr = py + r * cols;
+        M sum = 0;
+        for (int64_t c = 0; c < cols; ++c) sum += M(xr[c]);
+        M mu = sum / M(cols);
+        M squares = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          M d = M(xr[c]) - mu;
+          squares += d * d;
+        }
+        M rs = M(1) / std::sqrt(squares / M(cols) + M(eps));
+        pmean[r] = mu;
+        prstd[r] = rs;
+        for (int64_t c = 0; c < cols; ++c) {
+          M v = (M(xr[c]) - mu) * rs;
+          if (pw) v = v * M(pw[c]);
+          if (pb) v = v + M(pb[c]);
+          yr[c] = T(v);
+        }
+      }
+    });
+  });
+}
+
+void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                                const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
+                                const Tensor& grad_weight, const Tensor& grad_bias) {
+  const int64_t cols = x.size(1), rows = x.size(0);
+  visit_floating(x.dtype(), "layer_norm_backward", "cpu", [&]<typename T>() {
+    using M = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const T* pdy = grad.data_ptr<T>();
+    const T* px = x.data_ptr<T>();
+    const T* pw = weight.defined() ? weight.data_ptr<T>() : nullptr;
+    const M* pmean = mean.data_ptr<M>();
+    const M* prstd = rstd.data_ptr<M>();
+    if (grad_x.defined()) {
+      T* pdx = grad_x.data_ptr<T>();
+      parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const T* xr = px + r * cols;
+          const T* dyr = pdy + r * cols;
+          M mu = pmean[r], rs = prstd[r];
+          M sum_dxhat = 0, sum_dxhat_xhat = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            M dxhat = M(dyr[c]) * (pw ? M(pw[c]) : M(1));
+            M xhat = (M(xr[c]) - mu) * rs;
+            sum_dxhat += dxhat;
+            sum_dxhat_xhat += dxhat * xhat;
+          }
+          M mean_dxhat = sum_dxhat / M(cols), mean_dxhat_xhat = sum_dxhat_xhat / M(cols);
+          for (int64_t c = 0; c < cols; ++c) {
+            M dxhat = M(dyr[c]) * (pw ? M(pw[c]) : M(1));
+            M xhat = (M(xr[c]) - mu) * rs;
+            pdx[r * cols + c] = T(rs * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
+          }
+        }
+      });
+    }
+    if (grad_weight.defined() || grad_bias.defined()) {
+      // Column sums over rows; each thread owns a range of columns.
+      T* pdw = grad_weight.defined() ? grad_weight.data_ptr<T>() : nullptr;
+      T* pdb = grad_bias.defined() ? grad_bias.data_ptr<T>() : nullptr;
+      parallel_for(cols, 64, [&](int64_t c_begin, int64_t c_end) {
+        std::vector<double> dw(c_end - c_begin, 0.0), db(c_end - c_begin, 0.0);
+        for (int64_t r = 0; r < rows; ++r) {
+          M mu = pmean[r], rs = prstd[r];
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            M dy = M(pdy[r * cols + c]);
+            dw[c - c_begin] += double(dy * (M(px[r * cols + c]) - mu) * rs);
+            db[c - c_begin] += double(dy);
+          }
+        }
+        for (int64_t c = c_begin; c < c_end; ++c) {
+          if (pdw) pdw[c] = T(static_cast<M>(dw[c - c_begin]));
+          if (pdb) pdb[c] = T(static_cast<M>(db[c - c_begin]));
+        }
+      });
+    }
+  });
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(layer_norm, DeviceType::CPU, layer_norm_kernel);
+ACCEL_REGISTER_KERNEL(layer_norm_backward, DeviceType::CPU, layer_norm_backward_kernel);
+
+}  // namespace accel::cpu

@@ -1,0 +1,176 @@
+// CPU GEMM. float32 (and bfloat16 where the CPU has native bf16 units) run on oneDNN's
+// matmul primitive with strides passed straight into the memory descriptors, so transposed
+// operands are never copied; primitives are created once per shape and cached. bfloat16 and
+// float16 on CPUs without native units convert to float32, multiply with float32
+// accumulation, and round once. float64 uses Eigen.
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <Eigen/Core>
+#include <dnnl.hpp>
+
+#include "core/kernels.h"
+#include "core/ops.h"
+
+namespace accel::cpu {
+
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::data_type to_dnnl(DType dtype) {
+  switch (dtype) {
+    case kFloat32: return memory::data_type::f32;
+    case kBFloat16: return memory::data_type::bf16;
+    case kFloat16: return memory::data_type::f16;
+    default: ACCEL_FAIL("matmul: dtype ", dtype_name(dtype), " has no oneDNN type");
+  }
+}
+
+// (B, R, C) dims and strides for oneDNN; a broadcast batch becomes batch 1, and size-1 dims
+// get the dense stride oneDNN expects.
+struct MatrixLayout {
+  memory::dims dims, strides;
+};
+MatrixLayout layout_of(const Tensor& t, int64_t batch) {
+  int64_t b = t.stride(0) == 0 ? 1 : batch;
+  int64_t rows = t.size(1), cols = t.size(2);
+  int64_t s_row = t.stride(1), s_col = t.stride(2);
+  if (cols == 1) s_col = 1;
+  if (rows == 1) s_row = cols * s_col;
+  int64_t s_batch = b == 1 ? std::max(rows * s_row, cols * s_col) : t.stride(0);
+  if (b == 1 && rows * cols > 0) s_batch = std::max({s_batch, rows * s_row, cols * s_col});
+  return {{b, rows, cols}, {s_batch, s_row, s_col}};
+}
+
+struct CachedMatmul {
+  dnnl::matmul primitive;
+  bool is_reference;  // oneDNN's slow reference kernel: no native support for this dtype
+};
+
+std::mutex cache_mutex;
+std::unordered_map<std::string, CachedMatmul> cache;
+
+std::string key_of(const MatrixLayout& a, const MatrixLayout& b, int64_t M, int64_t N, int64_t B,
+                   DType dtype, bool bias, bool accumulate) {
+  std::string key;
+  for (auto v : {a.dims, a.strides, b.dims, b.strides}) {
+    for (auto x : v) key += std::to_string(x) + ',';
+    key += '|';
+  }
+  key += std::to_string(M) + ',' + std::to_string(N) + ',' + std::to_string(B) + ',' +
+         std::to_string(int(dtype)) + (bias ? "b" : "") + (accumulate ? "a" : "");
+  return key;
+}
+
+const CachedMatmul* get_primitive(const MatrixLayout& a, const MatrixLayout& b, int64_t B, int64_t M,
+                                  int64_t N, DType dtype, bool bias, bool accumulate) {
+  std::string key = key_of(a, b, M, N, B, dtype, bias, accumulate);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return &it->second;
+  memory::data_type dt = to_dnnl(dtype);
+  memory::desc a_md(a.dims, dt, a.strides);
+  memory::desc b_md(b.dims, dt, b.strides);
+  memory::desc c_md({B, M, N}, dt, memory::dims{M * N, N, 1});
+  memory::desc bias_md = bias ? memory::desc({1, 1, N}, dt, memory::dims{N, N, 1}) : memory::desc();
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
+                                   : dnnl::matmul::desc(a_md, b_md, c_md);
+    dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+    bool is_ref = std::string(pd.impl_info_str()).find("ref") != std::string::npos;
+    auto [inserted, ok] = cache.emplace(key, CachedMatmul{dnnl::matmul(pd), is_ref});
+    return &inserted->second;
+  } catch (const dnnl::error&) {
+    return nullptr;  // no oneDNN implementation for this layout/dtype
+  }
+}
+
+void matmul_eigen_f64(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate) {
+  using Strided = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+  using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  const double* pa = a.data_ptr<double>();
+  const double* pb = b.data_ptr<double>();
+  double* pc = out.data_ptr<double>();
+  for (int64_t i = 0; i < B; ++i) {
+    Eigen::Map<const Matrix, 0, Strided> A(pa + i * a.stride(0), M, K, Strided(a.stride(1), a.stride(2)));
+    Eigen::Map<const Matrix, 0, Strided> Bm(pb + i * b.stride(0), K, N, Strided(b.stride(1), b.stride(2)));
+    Eigen::Map<Matrix> C(pc + i * M * N, M, N);
+    if (accumulate) C.noalias() += A * Bm;
+    else C.noalias() = A * Bm;
+    if (bias.defined()) {
+      Eigen::Map<const Eigen::RowVectorXd> row(bias.data_ptr<double>(), N);
+      C.rowwise() += row;
+    }
+  }
+}
+
+bool try_onednn(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate,
+                bool allow_reference) {
+  const int64_t B = out.size(0), M = out.size(1), N = out.size(2);
+  MatrixLayout la = layout_of(a, B), lb = layout_of(b, B);
+  const CachedMatmul* cached = get_primitive(la, lb, B, M, N, out.dtype(), bias.defined(), accumulate);
+  if (cached == nullptr || (cached->is_reference && !allow_reference)) return false;
+  memory::data_type dt = to_dnnl(out.dtype());
+  dnnl::engine& engine = cpu_engine();
+  memory a_mem({la.dims, dt, la.strides}, engine, a.data_ptr());
+  memory b_mem({lb.dims, dt, lb.strides}, engine, b.data_ptr());
+  memory c_mem({{B, M, N}, dt, memory::dims{M * N, N, 1}}, engine, out.data_ptr());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+  if (bias.defined()) {
+    args.emplace(DNNL_ARG_BIAS, memory({{1, 1, N}, dt, memory::dims{N, N, 1}}, engine, bias.data_ptr()));
+  }
+  dnnl::stream stream(engine);
+  cached->primitive.execute(stream, args);
+  stream.wait();
+  return true;
+}
+
+void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate) {
+  if (out.numel() == 0) return;
+  Tensor result = out;  // a handle to write through
+  if (a.size(2) == 0) {  // empty inner dimension: the product is zero (plus bias)
+    if (!accumulate) result.zero_();
+    if (bias.defined()) result.add_(bias);
+    return;
+  }
+  switch (out.dtype()) {
+    case kFloat64: return matmul_eigen_f64(a, b, bias, out, accumulate);
+    case kFloat32:
+      if (try_onednn(a, b, bias, out, accumulate, /*allow_reference=*/true)) return;
+      // Layout oneDNN cannot take (e.g. batch strides it rejects): multiply dense copies.
+      if (try_onednn(a.contiguous(), b.contiguous(), bias, out, accumulate, true)) return;
+      ACCEL_FAIL("matmul: oneDNN rejected float32 shapes ", a.shape_string(), " @ ", b.shape_string());
+    case kBFloat16:
+    case kFloat16: {
+      if (try_onednn(a, b, bias, out, accumulate, /*allow_reference=*/false)) return;
+      // No native 16-bit GEMM on this CPU: float32 GEMM (float32 accumulation), one rounding.
+      Tensor out32 = accumulate ? out.to(kFloat32) : Tensor::empty(out.sizes(), kFloat32);
+      Tensor bias32 = bias.defined() ? bias.to(kFloat32) : Tensor();
+      matmul_kernel(a.to(kFloat32), b.to(kFloat32), bias32, out32, accumulate);
+      result.copy_(out32);
+      return;
+    }
+    default:
+      ACCEL_FAIL("matmul: no kernel for dtype ", dtype_name(out.dtype()), " on cpu (use a floating dtype)");
+  }
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(matmul, DeviceType::CPU, matmul_kernel);
+
+}  // namespace accel::cpu

@@ -1,0 +1,185 @@
+// CPU pointwise kernels: unary math, binary math and comparisons, add with a scale, where,
+// clamp. 16-bit floats compute in float and round once when stored.
+#include <cmath>
+
+#include "backends/cpu/loops.h"
+#include "core/kernels.h"
+
+namespace accel::cpu {
+
+namespace {
+
+constexpr double kSqrt1_2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluTanhCoeff = 0.044715;
+
+template <typename T>
+T gelu_exact(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(kSqrt1_2))); }
+template <typename T>
+T gelu_tanh(T x) {
+  T inner = T(kSqrt2OverPi) * (x + T(kGeluTanhCoeff) * x * x * x);
+  return T(0.5) * x * (T(1) + std::tanh(inner));
+}
+template <typename T>
+T gelu_exact_grad(T x) {
+  T cdf = T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2)));
+  T pdf = std::exp(T(-0.5) * x * x) * T(kInvSqrt2Pi);
+  return cdf + x * pdf;
+}
+template <typename T>
+T gelu_tanh_grad(T x) {
+  T x2 = x * x;
+  T inner = T(kSqrt2OverPi) * (x + T(kGeluTanhCoeff) * x2 * x);
+  T t = std::tanh(inner);
+  T d_inner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhCoeff) * x2);
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * d_inner;
+}
+
+template <typename T>
+void unary_typed(UnaryOp op, const Tensor& in, const Tensor& out) {
+  using M = opmath_t<T>;
+  auto run = [&](auto f) { map_elementwise<T, T>(out, [&](T x) { return T(f(M(x))); }, {&in}); };
+  switch (op) {
+    case UnaryOp::Neg: return run([](M x) { return -x; });
+    case UnaryOp::Abs: return run([](M x) { return x < M(0) ? -x : x; });
+    case UnaryOp::Sign: return run([](M x) { return M((x > M(0)) - (x < M(0))); });
+    default: break;
+  }
+  if constexpr (std::is_floating_point_v<M>) {
+    switch (op) {
+      case UnaryOp::Exp: return run([](M x) { return std::exp(x); });
+      case UnaryOp::Log: return run([](M x) { return std::log(x); });
+      case UnaryOp::Sqrt: return run([](M x) { return std::sqrt(x); });
+      case UnaryOp::Rsqrt: return run([](M x) { return M(1) / std::sqrt(x); });
+      case UnaryOp::Tanh: return run([](M x) { return std::tanh(x); });
+      case UnaryOp::Sigmoid: return run([](M x) { return M(1) / (M(1) + std::exp(-x)); });
+      case UnaryOp::Relu: return run([](M x) { return x > M(0) ? x : M(0); });
+      case UnaryOp::Gelu: return run([](M x) { return gelu_exact(x); });
+      case UnaryOp::GeluTanh: return run([](M x) { return gelu_tanh(x); });
+      case UnaryOp::Erf: return run([](M x) { return std::erf(x); });
+      default: break;
+    }
+  } else if (op == UnaryOp::Relu) {
+    return run([](M x) { return x > M(0) ? x : M(0); });
+  }
+  ACCEL_FAIL("unary: op ", int(op), " has no kernel for dtype ", dtype_name(in.dtype()), " on cpu");
+}
+
+void unary_kernel(UnaryOp op, const Tensor& in, const Tensor& out) {
+  if (op == UnaryOp::LogicalNot) {
+    visit_all(in.dtype(), "logical_not", "cpu", [&]<typename T>() {
+      map_elementwise<bool, T>(out, [](T x) { return !static_cast<bool>(opmath_t<T>(x)); }, {&in});
+    });
+    return;
+  }
+  visit_numeric(in.dtype(), "unary", "cpu", [&]<typename T>() { unary_typed<T>(op, in, out); });
+}
+
+template <typename T>
+void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  using M = opmath_t<T>;
+  auto arith = [&](auto f) {
+    map_elementwise<T, T, T>(out, [&](T x, T y) { return T(f(M(x), M(y))); }, {&a, &b});
+  };
+  auto compare = [&](auto f) {
+    map_elementwise<bool, T, T>(out, [&](T x, T y) { return bool(f(M(x), M(y))); }, {&a, &b});
+  };
+  switch (op) {
+    case BinaryOp::Add: return arith([](M x, M y) { return x + y; });
+    case BinaryOp::Sub: return arith([](M x, M y) { return x - y; });
+    case BinaryOp::Mul: return arith([](M x, M y) { return x * y; });
+    case BinaryOp::Div:
+      if constexpr (std::is_integral_v<M>) {
+        ACCEL_FAIL("div: integer division is not supported; convert to a floating dtype first");
+      } else {
+        return arith([](M x, M y) { return x / y; });
+      }
+    case BinaryOp::Maximum:
+      return arith([](M x, M y) { return (x != x || x > y) ? x : y; });  // NaN propagates
+    case BinaryOp::Minimum:
+      return arith([](M x, M y) { return (x != x || x < y) ? x : y; });
+    case BinaryOp::Eq: return compare([](M x, M y) { return x == y; });
+    case BinaryOp::Ne: return compare([](M x, M y) { return x != y; });
+    case BinaryOp::Lt: return compare([](M x, M y) { return x < y; });
+    case BinaryOp::Le: return compare([](M x, M y) { return x <= y; });
+    case BinaryOp::Gt: return compare([](M x, M y) { return x > y; });
+    case BinaryOp::Ge: return compare([](M x, M y) { return x >= y; });
+    case BinaryOp::LogicalAnd: return compare([](M x, M y) { return bool(x) && bool(y); });
+    case BinaryOp::LogicalOr: return compare([](M x, M y) { return bool(x) || bool(y); });
+    default: break;
+  }
+  if constexpr (std::is_floating_point_v<M>) {
+    switch (op) {
+      case BinaryOp::Pow: return arith([](M x, M y) { return std::pow(x, y); });
+      case BinaryOp::GeluBackward: return arith([](M g, M x) { return g * gelu_exact_grad(x); });
+      case BinaryOp::GeluTanhBackward: return arith([](M g, M x) { return g * gelu_tanh_grad(x); });
+      case BinaryOp::TanhBackward: return arith([](M g, M y) { return g * (M(1) - y * y); });
+      case BinaryOp::SigmoidBackward: return arith([](M g, M y) { return g * y * (M(1) - y); });
+      case BinaryOp::ReluBackward: return arith([](M g, M y) { return y > M(0) ? g : M(0); });
+      default: break;
+    }
+  } else if (op == BinaryOp::Pow) {
+    return arith([](M x, M y) {
+      M result = 1;
+      for (M i = 0; i < y; ++i) result *= x;
+      return result;
+    });
+  }
+  ACCEL_FAIL("binary: op ", int(op), " has no kernel for dtype ", dtype_name(a.dtype()), " on cpu");
+}
+
+void binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  if (a.dtype() == kBool) {
+    map_elementwise<bool, bool, bool>(out, [op](bool x, bool y) {
+      switch (op) {
+        case BinaryOp::Eq: return x == y;
+        case BinaryOp::Ne: return x != y;
+        case BinaryOp::LogicalOr: case BinaryOp::Add: case BinaryOp::Maximum: return x || y;
+        default: return x && y;  // LogicalAnd, Mul, Minimum
+      }
+    }, {&a, &b});
+    return;
+  }
+  visit_numeric(a.dtype(), "binary", "cpu", [&]<typename T>() { binary_typed<T>(op, a, b, out); });
+}
+
+void add_scaled_kernel(const Tensor& a, const Tensor& b, double alpha, const Tensor& out) {
+  visit_numeric(a.dtype(), "add", "cpu", [&]<typename T>() {
+    using M = opmath_t<T>;
+    M scale = static_cast<M>(alpha);
+    map_elementwise<T, T, T>(out, [scale](T x, T y) { return T(M(x) + scale * M(y)); }, {&a, &b});
+  });
+}
+
+void where_kernel(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  visit_all(a.dtype(), "where", "cpu", [&]<typename T>() {
+    map_elementwise<T, bool, T, T>(out, [](bool c, T x, T y) { return c ? x : y; }, {&cond, &a, &b});
+  });
+}
+
+void clamp_kernel(const Tensor& in, std::optional<double> min, std::optional<double> max, const Tensor& out) {
+  visit_numeric(in.dtype(), "clamp", "cpu", [&]<typename T>() {
+    using M = opmath_t<T>;
+    bool has_min = min.has_value(), has_max = max.has_value();
+    M lo = has_min ? static_cast<M>(*min) : M(0);
+    M hi = has_max ? static_cast<M>(*max) : M(0);
+    map_elementwise<T, T>(out, [=](T v) {
+      M x = M(v);
+      if (x != x) return v;  // NaN stays NaN, as torch.clamp
+      if (has_min && x < lo) x = lo;
+      if (has_max && x > hi) x = hi;
+      return T(x);
+    }, {&in});
+  });
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(unary, DeviceType::CPU, unary_kernel);
+ACCEL_REGISTER_KERNEL(binary, DeviceType::CPU, binary_kernel);
+ACCEL_REGISTER_KERNEL(add_scaled, DeviceType::CPU, add_scaled_kernel);
+ACCEL_REGISTER_KERNEL(where, DeviceType::CPU, where_kernel);
+ACCEL_REGISTER_KERNEL(clamp, DeviceType::CPU, clamp_kernel);
+
+}  // namespace accel::cpu

@@ -1,0 +1,51 @@
+// CPU random fills from the Philox stream documented in core/random.h.
+#include <cmath>
+
+#include "core/kernels.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+namespace accel::cpu {
+
+namespace {
+
+void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) {
+  visit_floating(dst.dtype(), "random", "cpu", [&]<typename T>() {
+    T* out = dst.data_ptr<T>();
+    const int64_t n = dst.numel();
+    if (kind == RandomKind::Uniform) {
+      parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
+        for (int64_t j = block_begin; j < block_end; ++j) {
+          PhiloxBlock w = philox_block(seed, offset + j);
+          for (int lane = 0; lane < 4 && 4 * j + lane < n; ++lane) {
+            out[4 * j + lane] = T(static_cast<opmath_t<T>>(a + (b - a) * philox_uniform(w[lane])));
+          }
+        }
+      });
+      return;
+    }
+    // Normal: pairs (2m, 2m+1) share one Box-Muller transform; a block holds two pairs.
+    constexpr double kTwoPi = 6.283185307179586476925;
+    parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
+      for (int64_t j = block_begin; j < block_end; ++j) {
+        PhiloxBlock w = philox_block(seed, offset + j);
+        for (int pair = 0; pair < 2; ++pair) {
+          double u1 = 1.0 - philox_uniform(w[2 * pair]);
+          double u2 = philox_uniform(w[2 * pair + 1]);
+          double radius = std::sqrt(-2.0 * std::log(u1));
+          double z[2] = {radius * std::cos(kTwoPi * u2), radius * std::sin(kTwoPi * u2)};
+          for (int k = 0; k < 2; ++k) {
+            int64_t i = 4 * j + 2 * pair + k;
+            if (i < n) out[i] = T(static_cast<opmath_t<T>>(a + b * z[k]));
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(random, DeviceType::CPU, random_kernel);
+
+}  // namespace accel::cpu

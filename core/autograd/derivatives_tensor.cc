@@ -1,0 +1,271 @@
+// Backward rules for views, linear algebra, nn functions and indexing. Rules run with
+// recording off; the hot ones call fused backward kernels (softmax, layer_norm) or GEMMs
+// straight through the dispatch table.
+#include "core/autograd/derivatives.h"
+#include "core/autograd/node.h"
+#include "core/kernels.h"
+
+namespace accel::autograd::record {
+
+// ---- views ----
+
+void reshape(Tensor& out, const Tensor& x) {
+  if (!any_requires_grad({&x})) return;
+  set_history(out, "ViewBackward", {&x}, [shape = x.sizes()](const Tensor& g) {
+    return std::vector<Tensor>{g.reshape(shape)};
+  });
+}
+
+void permute(Tensor& out, const Tensor& x, const Shape& dims) {
+  if (!any_requires_grad({&x})) return;
+  Shape inverse(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) inverse[dims[i]] = static_cast<int64_t>(i);
+  set_history(out, "PermuteBackward", {&x}, [inverse](const Tensor& g) {
+    return std::vector<Tensor>{g.permute(inverse)};
+  });
+}
+
+void expand(Tensor& out, const Tensor& x) {
+  if (!any_requires_grad({&x})) return;
+  set_history(out, "ExpandBackward", {&x}, [shape = x.sizes()](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, shape)};
+  });
+}
+
+void slice(Tensor& out, const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  if (!any_requires_grad({&x})) return;
+  set_history(out, "SliceBackward", {&x}, [shape = x.sizes(), dim, start, end, step](const Tensor& g) {
+    Tensor grad = zeros(shape, {g.dtype(), g.device()});
+    grad.slice(dim, start, end, step).copy_(g);
+    return std::vector<Tensor>{grad};
+  });
+}
+
+void select(Tensor& out, const Tensor& x, int64_t dim, int64_t index) {
+  if (!any_requires_grad({&x})) return;
+  set_history(out, "SelectBackward", {&x}, [shape = x.sizes(), dim, index](const Tensor& g) {
+    Tensor grad = zeros(shape, {g.dtype(), g.device()});
+    grad.select(dim, index).copy_(g);
+    return std::vector<Tensor>{grad};
+  });
+}
+
+void identity(Tensor& out, const Tensor& x, const char* name) {
+  if (!any_requires_grad({&x})) return;
+  set_history(out, name, {&x}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+// ---- linear algebra ----
+
+namespace {
+// (B, M, K) @ (B, K, N) into a new (B, M, N) tensor, operands taken as strided views.
+Tensor gemm(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+  kernels::matmul(a.device(), a, b, Tensor(), out, false);
+  return out;
+}
+}  // namespace
+
+void bmm(Tensor& out, const Tensor& a, const Tensor& b) {
+  if (!any_requires_grad({&a, &b})) return;
+  bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  SavedTensor sa(need_b ? a : Tensor(), "BmmBackward"), sb(need_a ? b : Tensor(), "BmmBackward");
+  set_history(out, "BmmBackward", {&a, &b}, [sa, sb, need_a, need_b](const Tensor& grad) {
+    Tensor g = grad.to(need_a ? sb.get().dtype() : sa.get().dtype());
+    Tensor ga = need_a ? gemm(g, sb.get().transpose(1, 2)) : Tensor();  // (B,M,N) @ (B,N,K)
+    Tensor gb = need_b ? gemm(sa.get().transpose(1, 2), g) : Tensor();  // (B,K,M) @ (B,M,N)
+    return std::vector<Tensor>{ga, gb};
+  });
+}
+
+void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (!any_requires_grad({&x, &weight, &bias})) return;
+  bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  bool need_b = bias.defined() && bias.requires_grad();
+  SavedTensor sx(need_w ? x : Tensor(), "LinearBackward"), sw(need_x ? weight : Tensor(), "LinearBackward");
+  set_history(out, "LinearBackward", {&x, &weight, &bias}, [sx, sw, need_x, need_w, need_b](const Tensor& grad) {
+    Tensor g = grad.contiguous().unsqueeze(0);  // (1, rows, out)
+    Tensor gx = need_x ? gemm(g, sw.get().unsqueeze(0)).squeeze(0) : Tensor();               // (rows, in)
+    Tensor gw = need_w ? gemm(g.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();  // (out, in)
+    Tensor gb = need_b ? grad.sum({0}) : Tensor();
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+}
+
+// ---- nn ----
+
+void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log) {
+  if (!any_requires_grad({&x})) return;
+  SavedTensor sout(out, log ? "LogSoftmaxBackward" : "SoftmaxBackward");
+  set_history(out, log ? "LogSoftmaxBackward" : "SoftmaxBackward", {&x},
+              [sout, dim, log, shape = x.sizes()](const Tensor& grad) {
+    Tensor y = sout.get().contiguous();
+    Tensor g = grad.to(y.dtype()).reshape(y.sizes()).contiguous();
+    Tensor gx = Tensor::empty(y.sizes(), y.dtype(), y.device());
+    kernels::softmax_backward(y.device(), g, y, y.dim() == 0 ? 0 : dim, log, gx);
+    return std::vector<Tensor>{gx.reshape(shape)};
+  });
+}
+
+void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& mean,
+                const Tensor& rstd, int64_t rows, int64_t cols) {
+  if (!any_requires_grad({&x, &weight, &bias})) return;
+  Tensor x2;
+  {
+    NoGradGuard no_grad;
+    x2 = x.contiguous().view({rows, cols});
+  }
+  SavedTensor sx(x2, "LayerNormBackward");
+  SavedTensor sw(weight.defined() ? weight.detach().contiguous() : Tensor(), "LayerNormBackward");
+  SavedTensor smean(mean, "LayerNormBackward"), srstd(rstd, "LayerNormBackward");
+  bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad();
+  bool need_b = bias.defined() && bias.requires_grad();
+  set_history(out, "LayerNormBackward", {&x, &weight, &bias},
+              [=, x_shape = x.sizes(), w_shape = weight.defined() ? weight.sizes() : Shape{}](const Tensor& grad) {
+    Tensor xs = sx.get();
+    Tensor g = grad.to(xs.dtype()).contiguous().view({rows, cols});
+    Tensor gx = need_x ? Tensor::empty({rows, cols}, xs.dtype(), xs.device()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty({cols}, xs.dtype(), xs.device()) : Tensor();
+    Tensor gb = need_b ? Tensor::empty({cols}, xs.dtype(), xs.device()) : Tensor();
+    kernels::layer_norm_backward(xs.device(), g, xs, sw.get(), smean.get(), srstd.get(), gx, gw, gb);
+    return std::vector<Tensor>{need_x ? gx.view(x_shape) : Tensor(), need_w ? gw.view(w_shape) : Tensor(),
+                               need_b ? gb.view(w_shape) : Tensor()};
+  });
+}
+
+void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
+  if (!any_requires_grad({&weight})) return;
+  SavedTensor sidx(indices.reshape({-1}).contiguous(), "EmbeddingBackward");
+  set_history(out, "EmbeddingBackward", {&weight},
+              [sidx, padding_idx, shape = weight.sizes(), dtype = weight.dtype()](const Tensor& grad) {
+    Tensor idx = sidx.get();
+    Tensor g = grad.to(dtype).reshape({idx.numel(), shape[1]}).contiguous();
+    if (padding_idx) {
+      Tensor is_pad = (idx == scalar_tensor(*padding_idx, idx.dtype(), idx.device())).unsqueeze(1);
+      g = where(is_pad, zeros_like(g), g);
+    }
+    Tensor gw = zeros(shape, {dtype, g.device()});
+    kernels::index_add(gw.device(), gw, 0, idx, g);
+    return std::vector<Tensor>{gw};
+  });
+}
+
+void dropout(Tensor& out, const Tensor& x, const Tensor& scaled_mask) {
+  if (!any_requires_grad({&x})) return;
+  SavedTensor smask(scaled_mask, "DropoutBackward");
+  set_history(out, "DropoutBackward", {&x}, [smask](const Tensor& g) {
+    return std::vector<Tensor>{g * smask.get()};
+  });
+}
+
+void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const Tensor& weight_per_sample,
+              Reduction reduction, double total_weight) {
+  if (!any_requires_grad({&log_probs})) return;
+  SavedTensor starget(target, "NllLossBackward"), sweight(weight_per_sample, "NllLossBackward");
+  set_history(out, "NllLossBackward", {&log_probs},
+              [starget, sweight, reduction, total_weight, shape = log_probs.sizes(),
+               dtype = log_probs.dtype()](const Tensor& grad) {
+    Tensor w = sweight.get();
+    Tensor flat_target = starget.get().reshape({-1}).to(kInt64);
+    Tensor safe_target = where(w > 0.0, flat_target, zeros_like(flat_target));
+    const int64_t samples = w.numel();
+    Tensor per_sample;
+    switch (reduction) {
+      case Reduction::None: per_sample = grad.reshape({samples}); break;
+      case Reduction::Sum: per_sample = grad.reshape({1}).expand({samples}); break;
+      case Reduction::Mean: per_sample = grad.reshape({1}).expand({samples}) / total_weight; break;
+    }
+    Tensor values = -(per_sample.to(dtype) * w);  // (samples)
+    // Rows layout (N, d..., C), scattered, then moved back to (N, C, d...).
+    Shape rows_shape;
+    if (shape.size() == 1) {
+      rows_shape = {1, shape[0]};
+    } else {
+      rows_shape.push_back(shape[0]);
+      for (size_t d = 2; d < shape.size(); ++d) rows_shape.push_back(shape[d]);
+      rows_shape.push_back(shape[1]);
+    }
+    const int64_t C = rows_shape.back();
+    Tensor grad_rows = scatter_add(zeros({samples, C}, {dtype, w.device()}), 1, safe_target.unsqueeze(1),
+                                   values.unsqueeze(1).contiguous());
+    Tensor g = grad_rows.reshape(rows_shape);
+    if (shape.size() == 1) return std::vector<Tensor>{g.reshape(shape)};
+    Shape back{0, static_cast<int64_t>(rows_shape.size()) - 1};
+    for (size_t d = 1; d + 1 < rows_shape.size(); ++d) back.push_back(static_cast<int64_t>(d));
+    return std::vector<Tensor>{g.permute(back).contiguous()};
+  });
+}
+
+// ---- indexing ----
+
+void cat(Tensor& out, const std::vector<Tensor>& inputs, int64_t dim) {
+  if (!any_requires_grad(inputs)) return;
+  std::vector<int64_t> sizes;
+  std::vector<DType> dtypes;
+  std::vector<bool> needs;
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& t : inputs) {
+    sizes.push_back(t.size(dim));
+    dtypes.push_back(t.dtype());
+    needs.push_back(t.requires_grad());
+    pointers.push_back(&t);
+  }
+  set_history(out, "CatBackward", pointers, [sizes, dtypes, needs, dim](const Tensor& g) {
+    std::vector<Tensor> grads;
+    int64_t offset = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      grads.push_back(needs[i] ? g.narrow(dim, offset, sizes[i]).to(dtypes[i]) : Tensor());
+      offset += sizes[i];
+    }
+    return grads;
+  });
+}
+
+void index_select(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index) {
+  if (!any_requires_grad({&x})) return;
+  SavedTensor sidx(index, "IndexSelectBackward");
+  set_history(out, "IndexSelectBackward", {&x}, [sidx, dim, shape = x.sizes()](const Tensor& g) {
+    Shape full = shape.empty() ? Shape{1} : shape;
+    Tensor gx = index_add(zeros(full, {g.dtype(), g.device()}), dim, sidx.get(), g.reshape(
+        [&] { Shape s = full; s[dim] = sidx.get().numel(); return s; }()));
+    return std::vector<Tensor>{gx.reshape(shape)};
+  });
+}
+
+void gather(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index) {
+  if (!any_requires_grad({&x})) return;
+  SavedTensor sidx(index, "GatherBackward");
+  set_history(out, "GatherBackward", {&x}, [sidx, dim, shape = x.sizes()](const Tensor& g) {
+    return std::vector<Tensor>{scatter_add(zeros(shape, {g.dtype(), g.device()}), dim, sidx.get(), g.contiguous())};
+  });
+}
+
+void index_add(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source) {
+  if (!any_requires_grad({&x, &source})) return;
+  SavedTensor sidx(index, "IndexAddBackward");
+  bool need_x = x.requires_grad(), need_source = source.requires_grad();
+  set_history(out, "IndexAddBackward", {&x, &source}, [sidx, dim, need_x, need_source](const Tensor& g) {
+    return std::vector<Tensor>{need_x ? g : Tensor(), need_source ? g.index_select(dim, sidx.get()) : Tensor()};
+  });
+}
+
+void scatter_add(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source) {
+  if (!any_requires_grad({&x, &source})) return;
+  SavedTensor sidx(index, "ScatterAddBackward");
+  bool need_x = x.requires_grad(), need_source = source.requires_grad();
+  set_history(out, "ScatterAddBackward", {&x, &source},
+              [sidx, dim, need_x, need_source, source_shape = source.sizes()](const Tensor& g) {
+    Tensor gs;
+    if (need_source) {
+      Tensor idx = sidx.get();
+      Tensor picked = g.gather(dim, idx);  // index-shaped; source elements beyond it get zero
+      gs = zeros(source_shape, {g.dtype(), g.device()});
+      Tensor region = gs;
+      for (int64_t d = 0; d < idx.dim(); ++d) region = region.narrow(d, 0, idx.size(d));
+      region.copy_(picked);
+    }
+    return std::vector<Tensor>{need_x ? g : Tensor(), gs};
+  });
+}
+
+}  // namespace accel::autograd::record

@@ -1,0 +1,13 @@
+// Thread-local grad mode.
+#include "core/autograd/grad_mode.h"
+
+namespace accel {
+
+namespace {
+thread_local bool grad_enabled = true;
+}
+
+bool GradMode::is_enabled() { return grad_enabled; }
+void GradMode::set_enabled(bool enabled) { grad_enabled = enabled; }
+
+}  // namespace accel

@@ -1,0 +1,102 @@
+// matmul with torch.matmul semantics, built from differentiable views around one batched
+// GEMM primitive (bmm), so broadcasting and transposes get their gradients from the views'
+// own rules; and linear (x @ W^T + b) as a single GEMM with a fused bias.
+#include "core/autograd/derivatives.h"
+#include "core/kernels.h"
+#include "core/ops/op_utils.h"
+
+namespace accel {
+
+namespace {
+
+// (B, M, K) @ (B, K, N) -> (B, M, N). Operands may be strided views (transposes, stride-0
+// batch from expand); the kernel takes them as they are.
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
+  kernels::matmul(a.device(), a, b, Tensor(), out, false);
+  autograd::record::bmm(out, a, b);
+  return out;
+}
+
+// Collapses leading batch dims of an expanded (..., R, C) view into one. A fully broadcast
+// batch stays a stride-0 view of one matrix; otherwise reshape views when the strides allow
+// it and copies only when they do not.
+Tensor collapse_batch(const Tensor& t, const Shape& batch) {
+  const int64_t nb = static_cast<int64_t>(batch.size());
+  Shape shape{shape_numel(batch), t.size(-2), t.size(-1)};
+  bool all_broadcast = true;
+  for (int64_t d = 0; d < nb; ++d) all_broadcast = all_broadcast && (batch[d] == 1 || t.stride(d) == 0);
+  if (all_broadcast) {
+    Tensor matrix = t;
+    for (int64_t d = 0; d < nb; ++d) matrix = matrix.select(0, 0);
+    return matrix.unsqueeze(0).expand(shape);
+  }
+  return t.reshape(shape);
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  detail::check_defined(a, "matmul", "first argument");
+  detail::check_defined(b, "matmul", "second argument");
+  detail::common_device("matmul", {&a, &b});
+  ACCEL_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got shapes ",
+              a.shape_string(), " and ", b.shape_string());
+  ACCEL_CHECK(a.dtype() == b.dtype(), "matmul: expected both operands to have one dtype, got ", dtype_name(a.dtype()),
+              " and ", dtype_name(b.dtype()), " (shapes ", a.shape_string(), " and ", b.shape_string(), ")");
+  ACCEL_CHECK(a.is_floating_point(), "matmul: expected floating-point operands but got dtype ", dtype_name(a.dtype()));
+  // Promote vectors to matrices; remember which dims to drop at the end.
+  Tensor A = a.dim() == 1 ? a.unsqueeze(0) : a;
+  Tensor B = b.dim() == 1 ? b.unsqueeze(1) : b;
+  int64_t K = A.size(-1);
+  ACCEL_CHECK(B.size(-2) == K, "matmul: shapes ", a.shape_string(), " and ", b.shape_string(),
+              " cannot be multiplied (", A.size(-2), "x", K, " and ", B.size(-2), "x", B.size(-1), ")");
+  Shape batch_a(A.sizes().begin(), A.sizes().end() - 2), batch_b(B.sizes().begin(), B.sizes().end() - 2);
+  Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  int64_t M = A.size(-2), N = B.size(-1);
+
+  Shape a_full = batch, b_full = batch;
+  a_full.insert(a_full.end(), {M, K});
+  b_full.insert(b_full.end(), {K, N});
+  Tensor A3 = collapse_batch(A.expand(a_full), batch);
+  Tensor B3 = collapse_batch(B.expand(b_full), batch);
+  Tensor out = bmm(A3, B3);
+
+  Shape out_shape = batch;
+  if (a.dim() > 1) out_shape.push_back(M);
+  if (b.dim() > 1) out_shape.push_back(N);
+  return out.reshape(out_shape);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::check_defined(x, "linear", "input");
+  detail::check_defined(weight, "linear", "weight");
+  detail::common_device("linear", {&x, &weight, &bias});
+  ACCEL_CHECK(weight.dim() == 2, "linear: expected a 2-D weight (out_features, in_features) but got shape ",
+              weight.shape_string());
+  ACCEL_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input of shape ", x.shape_string(),
+              " does not match weight of shape ", weight.shape_string(), " (expected the input's last dim to be ",
+              weight.size(1), ")");
+  ACCEL_CHECK(x.dtype() == weight.dtype(), "linear: input dtype ", dtype_name(x.dtype()), " differs from weight dtype ",
+              dtype_name(weight.dtype()));
+  if (bias.defined()) {
+    ACCEL_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: expected a bias of shape [",
+                weight.size(0), "] but got ", bias.shape_string());
+    ACCEL_CHECK(bias.dtype() == x.dtype(), "linear: bias dtype ", dtype_name(bias.dtype()), " differs from input dtype ",
+                dtype_name(x.dtype()));
+  }
+  const int64_t in_features = weight.size(1), out_features = weight.size(0);
+  Tensor x2 = x.reshape({-1, in_features});  // (rows, in)
+  Tensor out2 = Tensor::empty({x2.size(0), out_features}, x.dtype(), x.device());
+  {
+    NoGradGuard no_grad;
+    // (1, rows, in) @ (1, in, out): the weight enters transposed through its strides.
+    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), bias, out2.unsqueeze(0), false);
+  }
+  autograd::record::linear(out2, x2, weight, bias);
+  Shape out_shape = x.sizes();
+  out_shape.back() = out_features;
+  return out2.reshape(out_shape);
+}
+
+}  // namespace accel

@@ -1,0 +1,200 @@
+// Neural-network functions: softmax/log_softmax, layer_norm, embedding, dropout, and the
+// losses (cross_entropy = log_softmax + nll_loss, with label smoothing; mse_loss).
+#include "core/autograd/derivatives.h"
+#include "core/kernels.h"
+#include "core/ops/op_utils.h"
+#include "core/random.h"
+
+namespace accel {
+
+namespace {
+Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
+  const char* name = log ? "log_softmax" : "softmax";
+  detail::check_floating(x, name);
+  int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), name);
+  Tensor in = x.dim() == 0 ? x.reshape({1}) : x;
+  Tensor contiguous_in;
+  {
+    NoGradGuard no_grad;
+    contiguous_in = in.contiguous();
+  }
+  Tensor out = Tensor::empty(contiguous_in.sizes(), x.dtype(), x.device());
+  kernels::softmax(x.device(), contiguous_in, d, log, out);
+  if (x.dim() == 0) out = out.detach().reshape({});
+  autograd::record::softmax(out, x, d, log);
+  return out;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias, double eps) {
+  detail::check_floating(x, "layer_norm");
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  ACCEL_CHECK(nd >= 1 && nd <= x.dim(), "layer_norm: normalized_shape ", shape_str(normalized_shape),
+              " must have between 1 and ", x.dim(), " dims for an input of shape ", x.shape_string());
+  ACCEL_CHECK(Shape(x.sizes().end() - nd, x.sizes().end()) == normalized_shape, "layer_norm: input of shape ",
+              x.shape_string(), " does not end with normalized_shape ", shape_str(normalized_shape));
+  for (const Tensor* p : {&weight, &bias}) {
+    if (!p->defined()) continue;
+    ACCEL_CHECK(p->sizes() == normalized_shape, "layer_norm: expected ", p == &weight ? "weight" : "bias",
+                " of shape ", shape_str(normalized_shape), " but got ", p->shape_string());
+    ACCEL_CHECK(p->dtype() == x.dtype(), "layer_norm: ", p == &weight ? "weight" : "bias", " dtype ",
+                dtype_name(p->dtype()), " differs from input dtype ", dtype_name(x.dtype()));
+  }
+  detail::common_device("layer_norm", {&x, &weight, &bias});
+  const int64_t cols = shape_numel(normalized_shape);
+  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  Tensor x2, w, b;
+  {
+    NoGradGuard no_grad;
+    x2 = x.contiguous().view({rows, cols});
+    w = weight.defined() ? weight.contiguous() : Tensor();
+    b = bias.defined() ? bias.contiguous() : Tensor();
+  }
+  DType stat_dtype = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, stat_dtype, x.device());
+  Tensor rstd = Tensor::empty({rows}, stat_dtype, x.device());
+  kernels::layer_norm(x.device(), x2, w, b, eps, out.view({rows, cols}), mean, rstd);
+  autograd::record::layer_norm(out, x, weight, bias, mean, rstd, rows, cols);
+  return out;
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
+  ACCEL_CHECK(weight.dim() == 2, "embedding: expected a 2-D weight (num_embeddings, dim) but got shape ",
+              weight.shape_string());
+  detail::check_index_dtype(indices, "embedding");
+  detail::common_device("embedding", {&weight, &indices});
+  detail::check_index_range(indices, weight.size(0), "embedding", "index");
+  if (padding_idx) {
+    ACCEL_CHECK(*padding_idx >= -weight.size(0) && *padding_idx < weight.size(0), "embedding: padding_idx ",
+                *padding_idx, " is out of range for ", weight.size(0), " embeddings");
+  }
+  Tensor flat, table;
+  {
+    NoGradGuard no_grad;
+    flat = indices.reshape({-1}).contiguous();
+    table = weight.contiguous();
+  }
+  Tensor out = Tensor::empty({flat.numel(), weight.size(1)}, weight.dtype(), weight.device());
+  kernels::index_select(weight.device(), table, 0, flat, out);
+  Shape out_shape = indices.sizes();
+  out_shape.push_back(weight.size(1));
+  {
+    NoGradGuard no_grad;
+    out = out.view(out_shape);
+  }
+  std::optional<int64_t> pad = padding_idx;
+  if (pad && *pad < 0) *pad += weight.size(0);
+  autograd::record::embedding(out, weight, indices, pad);
+  return out;
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator* generator) {
+  ACCEL_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
+  if (!training || p == 0.0) return x;
+  detail::check_floating(x, "dropout");
+  if (p == 1.0) return x * 0.0;
+  Tensor scaled_mask;
+  {
+    NoGradGuard no_grad;
+    Tensor keep = rand(x.sizes(), {kFloat32, x.device()}, generator) >= p;
+    scaled_mask = keep.to(x.dtype()) * (1.0 / (1.0 - p));
+  }
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = x * scaled_mask;
+  }
+  autograd::record::dropout(out, x, scaled_mask);
+  return out;
+}
+
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, int64_t ignore_index, Reduction reduction) {
+  detail::check_floating(log_probs, "nll_loss");
+  detail::check_index_dtype(target, "nll_loss");
+  ACCEL_CHECK(log_probs.dim() >= 1, "nll_loss: expected input of shape (N, C) or (N, C, d1, ...) but got ",
+              log_probs.shape_string());
+  // Move the class dim last: (N, C, d...) -> (N, d..., C) so every sample is one row.
+  Tensor lp = log_probs;
+  if (lp.dim() == 1) lp = lp.unsqueeze(0);
+  Shape expected_target(lp.sizes());
+  expected_target.erase(expected_target.begin() + 1);
+  if (log_probs.dim() == 1) expected_target = {};
+  ACCEL_CHECK(target.sizes() == expected_target, "nll_loss: expected target of shape ", shape_str(expected_target),
+              " for input of shape ", log_probs.shape_string(), " but got ", target.shape_string());
+  const int64_t C = lp.size(1);
+  if (lp.dim() > 2) {
+    Shape order{0};
+    for (int64_t d = 2; d < lp.dim(); ++d) order.push_back(d);
+    order.push_back(1);
+    lp = lp.permute(order);
+  }
+  Tensor rows = lp.reshape({-1, C});  // (samples, C)
+  Tensor flat_target, valid, safe_target;
+  {
+    NoGradGuard no_grad;
+    flat_target = target.reshape({-1}).to(kInt64).contiguous();
+    valid = flat_target != scalar_tensor(ignore_index, kInt64, target.device());
+    safe_target = where(valid, flat_target, scalar_tensor(0, kInt64, target.device()));
+  }
+  detail::check_index_range(safe_target, C, "nll_loss", "target class");
+  Tensor weight = valid.to(log_probs.dtype());  // 1 for counted samples, 0 for ignored
+  double total_weight;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    Tensor picked = rows.gather(1, safe_target.unsqueeze(1)).squeeze(1);  // (samples)
+    Tensor losses = -(picked * weight);
+    total_weight = weight.sum().item_double();
+    switch (reduction) {
+      case Reduction::None: out = losses.reshape(target.sizes()); break;
+      case Reduction::Sum: out = losses.sum(); break;
+      case Reduction::Mean: out = losses.sum() / total_weight; break;  // 0/0 = NaN, as torch
+    }
+  }
+  autograd::record::nll_loss(out, log_probs, target, weight, reduction, total_weight);
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction,
+                     double label_smoothing) {
+  ACCEL_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ",
+              label_smoothing);
+  int64_t class_dim = logits.dim() == 1 ? 0 : 1;
+  Tensor log_probs = log_softmax(logits, class_dim);
+  Tensor loss = nll_loss(log_probs, target, ignore_index, reduction);
+  if (label_smoothing == 0.0) return loss;
+  // (1 - eps) * nll + eps * mean over classes of -log p, over the counted samples (torch's rule).
+  const int64_t C = logits.size(class_dim);
+  Tensor valid;
+  {
+    NoGradGuard no_grad;
+    valid = (target != scalar_tensor(ignore_index, target.dtype(), target.device())).to(logits.dtype());
+  }
+  Tensor smooth = -log_probs.sum({class_dim}) * valid;  // per sample: -sum_c log p_c
+  Tensor smooth_loss;
+  switch (reduction) {
+    case Reduction::None: smooth_loss = smooth; break;
+    case Reduction::Sum: smooth_loss = smooth.sum(); break;
+    case Reduction::Mean: smooth_loss = smooth.sum() / valid.sum(); break;
+  }
+  return loss * (1.0 - label_smoothing) + smooth_loss * (label_smoothing / static_cast<double>(C));
+}
+
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  ACCEL_CHECK(input.sizes() == target.sizes(), "mse_loss: input of shape ", input.shape_string(),
+              " and target of shape ", target.shape_string(), " differ");
+  Tensor diff = input - target;
+  Tensor squared = diff * diff;
+  switch (reduction) {
+    case Reduction::None: return squared;
+    case Reduction::Sum: return squared.sum();
+    case Reduction::Mean: break;
+  }
+  return squared.mean();
+}
+
+}  // namespace accel

@@ -1,0 +1,63 @@
+// Storage lifetime and the CPU allocator (64-byte aligned, so every row of a contiguous
+// float tensor can start on a cache line and vector loads never split one).
+#include "core/storage.h"
+
+#include <array>
+#include <cstdlib>
+#include <new>
+
+#include "core/error.h"
+
+namespace accel {
+
+namespace {
+
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes, Device) override {
+    if (nbytes == 0) return nullptr;
+    size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
+    void* ptr = std::aligned_alloc(kAlignment, rounded);
+    ACCEL_CHECK(ptr != nullptr, "out of CPU memory: could not allocate ", nbytes, " bytes");
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t, Device) override { std::free(ptr); }
+
+ private:
+  static constexpr size_t kAlignment = 64;
+};
+
+std::array<Allocator*, kNumDeviceTypes>& allocators() {
+  static CpuAllocator cpu;
+  static std::array<Allocator*, kNumDeviceTypes> table = {&cpu, nullptr};
+  return table;
+}
+
+}  // namespace
+
+Allocator* get_allocator(DeviceType type) {
+  Allocator* allocator = allocators()[static_cast<size_t>(type)];
+  ACCEL_CHECK(allocator != nullptr, "no allocator for device type ", device_type_name(type),
+              ": this build of accel has no ", device_type_name(type), " backend");
+  return allocator;
+}
+
+void set_allocator(DeviceType type, Allocator* allocator) {
+  allocators()[static_cast<size_t>(type)] = allocator;
+}
+
+StorageImpl::StorageImpl(size_t nbytes, Device device)
+    : data_(get_allocator(device.type)->allocate(nbytes, device)), nbytes_(nbytes), device_(device) {}
+
+StorageImpl::StorageImpl(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter)
+    : data_(data), nbytes_(nbytes), device_(device), deleter_(std::move(deleter)) {}
+
+StorageImpl::~StorageImpl() {
+  if (deleter_) {
+    deleter_(data_);
+  } else if (data_ != nullptr) {
+    get_allocator(device_.type)->deallocate(data_, nbytes_, device_);
+  }
+}
+
+}  // namespace accel
