@@ -38,7 +38,8 @@ Format choose_format(const std::vector<double>& values) {
     if (v != 0) min_abs = std::min(min_abs, std::abs(v));
   }
   if (!f.integral) f.scientific = max_abs >= 1e5 || (min_abs < 1e-4 && min_abs != INFINITY);
-  for (double v : values) f.width = std::max<int>(f.width, static_cast<int>(format_value(v, f).size()));
+  // LibTorch's width: the widest magnitude plus one column for a sign.
+  for (double v : values) f.width = std::max<int>(f.width, static_cast<int>(format_value(std::abs(v), f).size()) + 1);
   return f;
 }
 
@@ -47,7 +48,7 @@ void print_matrix(std::ostream& out, const std::vector<double>& values, int64_t 
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       std::string s = format_value(values[offset + r * cols + c], f);
-      out << std::string(f.width + 1 - s.size(), ' ') << s;
+      out << (c ? " " : "") << std::string(f.width - std::min<size_t>(s.size(), f.width), ' ') << s;
     }
     out << "\n";
   }

@@ -29,6 +29,5 @@ else
 fi
 
 if [ "${1:-}" = "--python" ]; then
-  python3 -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch || python3 -m pip install -q torch
-  python3 -m pip install -q numpy safetensors
+  python3 -m pip install -q torch numpy safetensors
 fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Configures, builds and runs the whole test suite (CTest over GoogleTest) in build/.
+# Extra arguments go to ctest, e.g. `scripts/test.sh -L golden`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" "$@"
