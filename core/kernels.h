@@ -71,6 +71,15 @@ using GatherFn = void(const Tensor& x, int64_t dim, const Tensor& index, const T
 using ScatterAddFn = void(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& source);
 // Fills contiguous dst from the Philox stream (seed, offset) described in core/random.h.
 using RandomFn = void(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b);
+// One AdamW step (PyTorch semantics) over contiguous tensors of one shape, in place:
+//   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+struct AdamWHyper {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // t, counted from 1
+};
+using AdamWFn = void(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                     const AdamWHyper& hyper);
 // Copies bytes between devices (host<->device); same dtype and shape, both contiguous.
 using CrossDeviceCopyFn = void(const Tensor& src, const Tensor& dst);
 
@@ -93,6 +102,7 @@ inline constinit KernelSlot<IndexAddFn> index_add{"index_add"};
 inline constinit KernelSlot<GatherFn> gather{"gather"};
 inline constinit KernelSlot<ScatterAddFn> scatter_add{"scatter_add"};
 inline constinit KernelSlot<RandomFn> random{"random"};
+inline constinit KernelSlot<AdamWFn> adamw{"adamw"};
 inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy"};
 
 }  // namespace kernels

@@ -260,6 +260,17 @@ Storage map_file(const std::string& path) {
 
 // ---- writing ----
 
+// The order of the data section: larger itemsizes first, then by name (what the Python
+// library does), so that every tensor starts aligned to its element size and loads as a
+// view rather than a copy.
+std::vector<std::pair<std::string, Tensor>> data_order(const std::map<std::string, Tensor>& tensors) {
+  std::vector<std::pair<std::string, Tensor>> ordered(tensors.begin(), tensors.end());
+  std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) {
+    return a.second.element_size() > b.second.element_size();
+  });
+  return ordered;
+}
+
 // The JSON header, padded with spaces to a multiple of 8 bytes so that the data section
 // starts 8-byte aligned (as the Python library writes it).
 std::string make_header(const std::map<std::string, Tensor>& tensors,
@@ -267,7 +278,7 @@ std::string make_header(const std::map<std::string, Tensor>& tensors,
   json root = json::object();  // std::map-backed: keys come out sorted
   if (!metadata.empty()) root["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
+  for (const auto& [name, tensor] : data_order(tensors)) {
     uint64_t end = offset + tensor.nbytes();
     root[name] = {{"dtype", dtype_info(tensor.dtype()).safetensors_name},
                   {"shape", tensor.sizes()},
@@ -318,7 +329,7 @@ void write_file(const std::string& path, const std::string& header, const std::m
   uint64_t header_length = header.size();
   write_exactly(file, &header_length, sizeof(header_length), path);
   write_exactly(file, header.data(), header.size(), path);
-  for (const auto& [name, tensor] : tensors) write_exactly(file, tensor.data_ptr(), tensor.nbytes(), path);
+  for (const auto& [name, tensor] : data_order(tensors)) write_exactly(file, tensor.data_ptr(), tensor.nbytes(), path);
   ACCEL_CHECK(::fsync(file.get()) == 0, path, ": fsync failed: ", errno_text());
   file.close_checked(path);
 }

@@ -42,6 +42,7 @@ int64_t Tensor::size(int64_t dim) const { return sizes()[wrap_dim(dim, this->dim
 int64_t Tensor::stride(int64_t dim) const { return strides()[wrap_dim(dim, this->dim(), "stride")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // as PyTorch: no element is out of place
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (sizes()[i] == 1) continue;
@@ -170,6 +171,21 @@ void Tensor::retain_grad() const {
 
 Tensor Tensor::detach() const {
   return view_of(storage(), sizes(), strides(), storage_offset(), dtype());
+}
+
+void Tensor::set_data(const Tensor& other) {
+  ACCEL_CHECK(is_leaf(), "set_data: only leaf tensors can be given new data");
+  TensorImpl* self = impl();
+  self->storage = other.storage();
+  self->sizes = other.sizes();
+  self->strides = other.strides();
+  self->offset = other.storage_offset();
+  self->dtype = other.dtype();
+  if (self->autograd) {
+    self->autograd->grad = Tensor();
+    ACCEL_CHECK(!self->autograd->requires_grad || is_floating(self->dtype), "set_data: a tensor that requires grad "
+                "cannot take data of dtype ", dtype_name(self->dtype));
+  }
 }
 
 Tensor& Tensor::detach_() {

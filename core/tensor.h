@@ -111,6 +111,10 @@ class Tensor {
   void retain_grad() const;
   // Same storage, no autograd history.
   Tensor detach() const;
+  // Makes this tensor use other's storage, layout and dtype while keeping its identity and
+  // autograd flags (how Module::to moves parameters that layers hold handles to). Any
+  // gradient is dropped.
+  void set_data(const Tensor& other);
   Tensor& detach_();
 
   // ---- views (share storage; see core/ops/views.cc) ----

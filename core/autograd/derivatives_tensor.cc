@@ -100,9 +100,10 @@ void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log) {
   set_history(out, log ? "LogSoftmaxBackward" : "SoftmaxBackward", {&x},
               [sout, dim, log, shape = x.sizes()](const Tensor& grad) {
     Tensor y = sout.get().contiguous();
+    if (y.dim() == 0) y = y.reshape({1});  // as in the forward: the kernel needs a dim to reduce over
     Tensor g = grad.to(y.dtype()).reshape(y.sizes()).contiguous();
     Tensor gx = Tensor::empty(y.sizes(), y.dtype(), y.device());
-    kernels::softmax_backward(y.device(), g, y, y.dim() == 0 ? 0 : dim, log, gx);
+    kernels::softmax_backward(y.device(), g, y, dim, log, gx);
     return std::vector<Tensor>{gx.reshape(shape)};
   });
 }

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/autograd/grad_mode.h"
+#include "core/autograd/node.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "tests/core/tensor_compare.h"
