@@ -68,8 +68,8 @@ std::vector<Case> all_cases() {
 // Stored operand shapes, written as in PyTorch code: "1024x768 @ (3072x768)^T".
 std::string shape_string(const Case& c) {
   auto operand = [](int64_t rows, int64_t cols, bool transposed) {
-    return transposed ? "(" + std::to_string(cols) + "x" + std::to_string(rows) + ")^T"
-                      : std::to_string(rows) + "x" + std::to_string(cols);
+    std::string stored = std::to_string(transposed ? cols : rows) + "x" + std::to_string(transposed ? rows : cols);
+    return transposed ? "(" + stored + ")^T" : stored;
   };
   std::string s = c.batch > 1 ? std::to_string(c.batch) + "x " : "";
   s += operand(c.m, c.k, c.a_transposed) + " @ " + operand(c.k, c.n, c.b_transposed);
@@ -170,7 +170,8 @@ int main(int argc, char** argv) {
   const int warmup = quick ? 1 : 3, reps = quick ? 3 : 10;
   const int threads = accel::get_num_threads();
   const dnnl::version_t* version = dnnl::version();
-  std::printf("bench_gemm: threads %d (omp_get_max_threads), oneDNN %d.%d.%d, median of up to %d runs after up to %d warm-up\n",
+  std::printf("bench_gemm: threads %d (omp_get_max_threads), oneDNN %d.%d.%d, "
+              "median of up to %d runs after up to %d warm-up\n",
               threads, version->major, version->minor, version->patch, reps, warmup);
   std::printf("ratio = accel GFLOP/s / oneDNN GFLOP/s (1.00 = parity, below 1 = accel slower)\n\n");
   std::printf("%-30s %-32s %-5s %9s %8s %9s %8s %6s  %s\n", "case", "shape", "dtype", "accel ms", "GFLOP/s",

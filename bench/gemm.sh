@@ -28,7 +28,7 @@ done
 rounds=${rounds:-$([[ -n $quick ]] && echo 1 || echo 2)}
 
 if [[ ! -f $build/build.ninja ]]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCEL_CUDA=OFF
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCEL_CUDA=OFF -DACCEL_BUILD_TESTS=OFF
 fi
 cmake --build "$build" -j"$(nproc)" --target bench_gemm
 

@@ -8,7 +8,6 @@ Usage: python3 gemm_torch.py [--threads N] [--quick]
 """
 import argparse
 import json
-import statistics
 import time
 
 import torch
@@ -64,7 +63,7 @@ def median_ms(warmup, reps, fn):
         call_start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - call_start) * 1e3)
-    return statistics.median(times)
+    return sorted(times)[len(times) // 2]
 
 
 def main():

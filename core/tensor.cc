@@ -38,8 +38,14 @@ TensorImpl* Tensor::impl() const {
   return impl_.get();
 }
 
-int64_t Tensor::size(int64_t dim) const { return sizes()[wrap_dim(dim, this->dim(), "size")]; }
-int64_t Tensor::stride(int64_t dim) const { return strides()[wrap_dim(dim, this->dim(), "stride")]; }
+int64_t Tensor::size(int64_t dim) const {
+  ACCEL_CHECK(this->dim() > 0, "size: a 0-dim tensor has no dim ", dim);
+  return sizes()[wrap_dim(dim, this->dim(), "size")];
+}
+int64_t Tensor::stride(int64_t dim) const {
+  ACCEL_CHECK(this->dim() > 0, "stride: a 0-dim tensor has no dim ", dim);
+  return strides()[wrap_dim(dim, this->dim(), "stride")];
+}
 
 bool Tensor::is_contiguous() const {
   if (numel() == 0) return true;  // as PyTorch: no element is out of place

@@ -111,25 +111,21 @@ class BertTokenizer {
   const BertTokenizerOptions& options() const { return options_; }
 
  private:
-  // Lets the vocab map be probed with string_views, without building strings.
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using TokenMap = std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>>;
-
   std::vector<std::string> basic_tokenize(std::u32string_view text) const;
   void wordpiece(std::string_view word, std::vector<std::string>& out) const;
-  std::vector<int64_t> text_to_ids(std::string_view text) const;
-  Encoding build_encoding(std::vector<int64_t> ids, std::optional<std::vector<int64_t>> pair_ids,
-                          const EncodeOptions& options) const;
-  bool is_special_id(int64_t id) const;
+  bool is_never_split(std::string_view word) const;
+  BatchEncoding encode_rows(const std::vector<std::string>& texts,
+                            const std::vector<std::string>* text_pairs,
+                            const EncodeOptions& options) const;
 
   BertTokenizerOptions options_;
   std::vector<std::string> id_to_token_;
-  TokenMap token_to_id_;  // a token listed twice in vocab.txt maps to its last line, as in HF
+  // A token listed twice in vocab.txt maps to its last line, as in HF.
+  std::unordered_map<std::string, int64_t> token_to_id_;
+  std::vector<std::u32string> added_tokens_;  // options_.added_tokens as code points
   int64_t unk_id_ = 0, cls_id_ = 0, sep_id_ = 0, pad_id_ = 0;
   std::optional<int64_t> mask_id_;
+  std::vector<int64_t> special_ids_;  // what decode(skip_special_tokens) leaves out
 };
 
 }  // namespace accel::models

@@ -13,7 +13,7 @@ packages=(
   libgtest-dev libgmock-dev
   openmpi-bin libopenmpi-dev
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libutf8proc-dev
-  libcurl4-openssl-dev
+  libcurl4-openssl-dev libssl-dev
 )
 
 missing=()

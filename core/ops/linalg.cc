@@ -1,6 +1,7 @@
 // matmul with torch.matmul semantics, built from differentiable views around one batched
 // GEMM primitive (bmm), so broadcasting and transposes get their gradients from the views'
 // own rules; and linear (x @ W^T + b) as a single GEMM with a fused bias.
+#include "core/autocast.h"
 #include "core/autograd/derivatives.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
@@ -36,9 +37,10 @@ Tensor collapse_batch(const Tensor& t, const Shape& batch) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
-  detail::check_defined(a, "matmul", "first argument");
-  detail::check_defined(b, "matmul", "second argument");
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  detail::check_defined(a_in, "matmul", "first argument");
+  detail::check_defined(b_in, "matmul", "second argument");
+  const Tensor a = autocast::to_low_precision(a_in), b = autocast::to_low_precision(b_in);
   detail::common_device("matmul", {&a, &b});
   ACCEL_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got shapes ",
               a.shape_string(), " and ", b.shape_string());
@@ -68,9 +70,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out.reshape(out_shape);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  detail::check_defined(x, "linear", "input");
-  detail::check_defined(weight, "linear", "weight");
+Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
+  detail::check_defined(x_in, "linear", "input");
+  detail::check_defined(weight_in, "linear", "weight");
+  const Tensor x = autocast::to_low_precision(x_in), weight = autocast::to_low_precision(weight_in);
+  const Tensor bias = autocast::to_low_precision(bias_in);
   detail::common_device("linear", {&x, &weight, &bias});
   ACCEL_CHECK(weight.dim() == 2, "linear: expected a 2-D weight (out_features, in_features) but got shape ",
               weight.shape_string());

@@ -1,5 +1,6 @@
 // Neural-network functions: softmax/log_softmax, layer_norm, embedding, dropout, and the
 // losses (cross_entropy = log_softmax + nll_loss, with label smoothing; mse_loss).
+#include "core/autocast.h"
 #include "core/autograd/derivatives.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
@@ -26,10 +27,13 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
 }
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_full_precision(x), dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_full_precision(x), dim, true); }
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tensor& weight_in, const Tensor& bias_in,
+                  double eps) {
+  const Tensor x = autocast::to_full_precision(x_in), weight = autocast::to_full_precision(weight_in);
+  const Tensor bias = autocast::to_full_precision(bias_in);
   detail::check_floating(x, "layer_norm");
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
   ACCEL_CHECK(nd >= 1 && nd <= x.dim(), "layer_norm: normalized_shape ", shape_str(normalized_shape),
@@ -112,7 +116,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* generator) {
   return out;
 }
 
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, int64_t ignore_index, Reduction reduction) {
+Tensor nll_loss(const Tensor& log_probs_in, const Tensor& target, int64_t ignore_index, Reduction reduction) {
+  const Tensor log_probs = autocast::to_full_precision(log_probs_in);
   detail::check_floating(log_probs, "nll_loss");
   detail::check_index_dtype(target, "nll_loss");
   ACCEL_CHECK(log_probs.dim() >= 1, "nll_loss: expected input of shape (N, C) or (N, C, d1, ...) but got ",
@@ -164,7 +169,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   ACCEL_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ",
               label_smoothing);
   int64_t class_dim = logits.dim() == 1 ? 0 : 1;
-  Tensor log_probs = log_softmax(logits, class_dim);
+  Tensor log_probs = log_softmax(logits, class_dim);  // fp32 under autocast
   Tensor loss = nll_loss(log_probs, target, ignore_index, reduction);
   if (label_smoothing == 0.0) return loss;
   // (1 - eps) * nll + eps * mean over classes of -log p, over the counted samples (torch's rule).
@@ -184,7 +189,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   return loss * (1.0 - label_smoothing) + smooth_loss * (label_smoothing / static_cast<double>(C));
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+Tensor mse_loss(const Tensor& input_in, const Tensor& target_in, Reduction reduction) {
+  const Tensor input = autocast::to_full_precision(input_in), target = autocast::to_full_precision(target_in);
   ACCEL_CHECK(input.sizes() == target.sizes(), "mse_loss: input of shape ", input.shape_string(),
               " and target of shape ", target.shape_string(), " differ");
   Tensor diff = input - target;

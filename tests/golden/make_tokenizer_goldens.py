@@ -5,7 +5,7 @@
 # needs `transformers`).
 #
 # Rerun from the repository root (needs `python3 -m pip install transformers`):
-#     python3 tests/golden/make_tokenizer_goldens.py
+#     python3 tests/golden/make_tokenizer_goldens.py   # rewrites tests/golden/tokenizer/*
 #
 # The reference is Hugging Face's slow, pure-Python BertTokenizer: `transformers.BertTokenizer`
 # before transformers 5, `BertTokenizerLegacy` from 5 on (where `BertTokenizer` became the
@@ -20,9 +20,10 @@
 #   batch     {tokenizer, texts, text_pairs|null, truncation, max_length, padding,
 #              input_ids, token_type_ids, attention_mask}   (2-D)
 #   decode    {tokenizer, ids, skip_special_tokens, text}
-# where "tokenizer" names one of TOKENIZERS below ("tiny-bert" is the fixture's tokenizer.json,
-# run through the `tokenizers` library), truncation is null | "longest_first" |
-# "only_second" and padding is null | "longest" | "max_length".
+# where "tokenizer" names one of TOKENIZERS below on the bert-base-uncased vocab, or
+# "chars_uncased" / "chars_cased" on tokenizer/char_vocab.txt (see write_char_vocab), or
+# "tiny-bert", the fixture's tokenizer.json run through the `tokenizers` library; truncation
+# is null | "longest_first" | "only_second" and padding is null | "longest" | "max_length".
 #
 # The script also runs the Rust-backed tokenizer on the same uncased strings and prints where
 # it disagrees with the slow one, for the record; those results are not stored.
@@ -40,6 +41,7 @@ DATA = Path(os.environ.get("ACCEL_SHARED_DATA_DIR", HERE.parents[1].parent / "sh
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 TINY_BERT_JSON = DATA / "tiny-bert" / "tokenizer.json"
 OUT = HERE / "tokenizer" / "cases.jsonl"
+CHAR_VOCAB = HERE / "tokenizer" / "char_vocab.txt"
 
 # Strings chosen to hit every branch of BasicTokenizer + WordpieceTokenizer.
 HARD_STRINGS = [
@@ -64,6 +66,11 @@ HARD_STRINGS = [
     "Z\u0351\u036b\u0343\u036a\u0302\u036b\u033d\u034f\u0334\u0319\u0324\u031e\u0349\u035a\u032f\u031e\u0320\u034dA\u036b\u0357",
     "ﬁne ﬂow ﬀ ﬃ ﬆ", "Ⅻ ⅻ", "½ ¾ ²³ ₂", "ª º", "µ", "ǰ", "ΐ", "\u1e9b\u0323",
     "Ελληνικά", "ΟΔΟΣ", "ΟΔΟΣ.", "ΣΑΣ ΣΑ Σ", "ὈΔΥΣΣΕΎΣ", "Ἀθῆναι", "ς σ Σ",
+    # the final-sigma context: cased and case-ignorable neighbours
+    "ΑΣ'Α", "Α'Σ", "ΑΣ.Α", "ΑΣ:Α", "ΑΣ\u0301", "ΑΣ\u00adΑ", "ΑΣ1", "1Σ", "ªΣ", "ºΣ", "ʰΣ",
+    "\U0001f130Σ", "ⓐΣ", "ΑʰΣ", "ΑΣʰΑ", "Α\u0301Σ",
+    # singleton decompositions, visible to NFC: Greek varia -> '`', Greek question mark -> ';'
+    "a\u1fefb", "what\u037e", "x\u0387y", "\u212b", "\u2126", "\u212a",
     "Москва", "ПРИВЕТ мир", "Ёлка", "Україна Ї", "Српски Ђ", "Ⴀ ⴀ", "Ꭰ ꭰ", "Ա ա",
     # CJK (split into single characters) and neighbours that are not split
     "中文", "中文字符测试", "我爱北京天安门。", "日本語の文章です", "漢字かなカナ交じり文",
@@ -125,7 +132,8 @@ VARIANT_STRINGS = [
     "Straße", "İstanbul", "ΟΔΟΣ.", "Москва", "Ǆ ǅ", "ﬁne", "ｈｅｌｌｏ", "中文 text",
     "e\u0301\u0302", "\u0301", "[CLS] Hello [SEP]", "[cls]", "Zoë", "Tiếng Việt",
     "a\x00b\ufffdc", "ガ カ\u3099", "hello😀", "the quick brown fox", "1,000",
-    "don't", "São Paulo", "\u1e9b\u0323", "Ἀθῆναι",
+    "don't", "São Paulo", "\u1e9b\u0323", "Ἀθῆναι", "a\u1fefb", "what\u037e", "x\u0387y",
+    "\u212b \u2126 \u212a", "ΑΣ'Α ªΣ",
 ]
 
 TOKENIZERS = {
@@ -136,12 +144,14 @@ TOKENIZERS = {
 }
 
 
-def slow_bert_class():
+def slow_bert_classes():
+    """(BertTokenizer, BasicTokenizer), the pure-Python ones."""
     try:  # transformers >= 5: the pure-Python tokenizer lives on as BertTokenizerLegacy
-        from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
-        return BertTokenizerLegacy
+        from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer, BertTokenizerLegacy
+        return BertTokenizerLegacy, BasicTokenizer
     except ImportError:
-        return transformers.BertTokenizer
+        from transformers.models.bert.tokenization_bert import BasicTokenizer
+        return transformers.BertTokenizer, BasicTokenizer
 
 
 def fast_bert(vocab_path):
@@ -150,6 +160,22 @@ def fast_bert(vocab_path):
         return transformers.BertTokenizer(vocab=load_vocab(str(vocab_path)), do_lower_case=True)
     except ImportError:
         return transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True)
+
+
+def write_char_vocab(basic_tokenizer_class, texts):
+    """A vocab of the special tokens plus every character, bare and "##"-prefixed, that
+    BasicTokenizer leaves in `texts` under any of TOKENIZERS. WordPiece then spells each word
+    out character by character, so the golden tokens pin every character of the normalized
+    text, where the bert-base vocab would hide most differences behind [UNK]."""
+    chars = set()
+    for kwargs in TOKENIZERS.values():
+        basic = basic_tokenizer_class(**kwargs)
+        for text in texts:
+            for word in basic.tokenize(text):
+                chars.update(word)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(chars) + ["##" + c for c in sorted(chars)]
+    with open(CHAR_VOCAB, "w", encoding="utf-8", newline="\n") as f:
+        f.write("".join(token + "\n" for token in tokens))
 
 
 def read_tsv_column(path, columns, skip_header=True):
@@ -200,7 +226,9 @@ def tiny_bert_cases():
     pre-tokenizer), run through the Rust `tokenizers` library that the file is written for."""
     tok = Tokenizer.from_file(str(TINY_BERT_JSON))
     texts = ["t5 t6 t7", "t12,t13", "t100t", "t1234", "T5", "hello t42", "", "t5!!t6",
-             "t7 [SEP] t8", "t9\tt10\nt11", "t255 t256", "t5_t6", "t5's", "t5 ⓐ t6"]
+             "t7 [SEP] t8", "t9\tt10\nt11", "t255 t256", "t5_t6", "t5's", "t5 ⓐ t6",
+             "t5\x1ct6", "t5\x85t6", "t5\u2028t6", "t5\U0001f130t6", "t5ⓐt6", "t5\u200dt6",
+             "t5\x00t6", "t5\u0301 t6"]
     cases = []
     for text in texts:
         enc = tok.encode(text, add_special_tokens=False)
@@ -216,8 +244,12 @@ def tiny_bert_cases():
 
 
 def main():
-    slow_class = slow_bert_class()
+    slow_class, basic_class = slow_bert_classes()
     toks = {name: slow_class(vocab_file=str(VOCAB), **kwargs) for name, kwargs in TOKENIZERS.items()}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    write_char_vocab(basic_class, HARD_STRINGS + VARIANT_STRINGS)
+    for name in ["uncased", "cased"]:
+        toks["chars_" + name] = slow_class(vocab_file=str(CHAR_VOCAB), **TOKENIZERS[name])
     uncased = toks["uncased"]
 
     mrpc = read_tsv_column(DATA / "mrpc" / "train.tsv", [3, 4])[:150]
@@ -228,6 +260,8 @@ def main():
     cases = [tokenize_case("uncased", uncased, text) for text in uncased_texts]
     for name in ["cased", "uncased_keep_accents", "cased_strip_accents"]:
         cases += [tokenize_case(name, toks[name], text) for text in VARIANT_STRINGS]
+    for name in ["chars_uncased", "chars_cased"]:
+        cases += [tokenize_case(name, toks[name], text) for text in HARD_STRINGS + VARIANT_STRINGS]
 
     # Single and pair encodings: both truncation strategies, padding, no special tokens.
     synthetic_pairs = [("a b c d e", "f g h"), ("a b c", "d e f"), ("a b", "c d e f g h"),
@@ -281,7 +315,6 @@ def main():
 
     cases += tiny_bert_cases()
 
-    OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "w", encoding="utf-8", newline="\n") as f:
         for case in cases:
             f.write(json.dumps(case, ensure_ascii=False) + "\n")

@@ -1,0 +1,260 @@
+// The Accelerator: options, prepare, the training-step helpers and the collectives.
+// Checkpoints are in checkpoint.cc.
+#include "accelerate/accelerator.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/autograd/grad_mode.h"
+#include "core/random.h"
+
+namespace accel {
+
+namespace {
+
+std::optional<std::string> env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
+int64_t env_int(const char* name, const std::string& value) {
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  ACCEL_FAIL(name, "=\"", value, "\" is not an integer");
+}
+
+}  // namespace
+
+AcceleratorOptions AcceleratorOptions::from_env(AcceleratorOptions base) {
+  if (auto v = env("ACCEL_MIXED_PRECISION"); v && base.mixed_precision == "no") base.mixed_precision = *v;
+  if (auto v = env("ACCEL_GRADIENT_ACCUMULATION_STEPS"); v && base.gradient_accumulation_steps == 1) {
+    base.gradient_accumulation_steps = env_int("ACCEL_GRADIENT_ACCUMULATION_STEPS", *v);
+  }
+  if (auto v = env("ACCEL_USE_CPU"); v) base.cpu = base.cpu || *v == "1" || *v == "true";
+  if (auto v = env("ACCEL_SEED"); v && !base.seed) base.seed = static_cast<uint64_t>(env_int("ACCEL_SEED", *v));
+  if (auto v = env("ACCEL_PROJECT_DIR"); v && base.project_config.project_dir.empty()) {
+    base.project_config.project_dir = *v;
+  }
+  if (auto v = env("ACCEL_LOG_WITH"); v && base.log_with.empty()) {
+    std::stringstream list(*v);
+    for (std::string item; std::getline(list, item, ',');) base.log_with.push_back(item);
+  }
+  return base;
+}
+
+// ---- prepared wrappers ----
+
+AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<nn::Optimizer> optimizer, Accelerator& accelerator)
+    : optimizer_(std::move(optimizer)), accelerator_(accelerator) {}
+
+void AcceleratedOptimizer::step() {
+  if (!accelerator_.sync_gradients()) return;
+  GradScaler* scaler = accelerator_.scaler();
+  if (scaler != nullptr) {
+    accelerator_.step_was_skipped_ = !scaler->step(*optimizer_);
+    scaler->update();
+  } else {
+    optimizer_->step();
+    accelerator_.step_was_skipped_ = false;
+  }
+}
+
+void AcceleratedOptimizer::zero_grad(bool set_to_none) {
+  if (accelerator_.sync_gradients()) optimizer_->zero_grad(set_to_none);
+}
+
+AcceleratedScheduler::AcceleratedScheduler(std::shared_ptr<nn::LRScheduler> scheduler, Accelerator& accelerator)
+    : scheduler_(std::move(scheduler)), accelerator_(accelerator) {}
+
+void AcceleratedScheduler::step() {
+  if (!accelerator_.sync_gradients() || accelerator_.optimizer_step_was_skipped()) return;
+  for (int i = 0; i < accelerator_.num_processes(); ++i) scheduler_->step();
+}
+
+PreparedDataLoader::PreparedDataLoader(std::shared_ptr<data::DataLoader> loader, Accelerator& accelerator)
+    : loader_(std::move(loader)), accelerator_(accelerator) {}
+
+PreparedDataLoader::Iterator PreparedDataLoader::begin() {
+  accelerator_.end_of_dataloader_ = false;
+  loader_->start_epoch(next_epoch_++, skip_next_);
+  skip_next_ = 0;
+  return Iterator(this);
+}
+
+void PreparedDataLoader::resume_at(int64_t epoch, int64_t skip_batches) {
+  next_epoch_ = epoch;
+  skip_next_ = skip_batches;
+}
+
+PreparedDataLoader::Iterator::Iterator(PreparedDataLoader* owner) : owner_(owner) { fetch(); }
+
+PreparedDataLoader::Iterator& PreparedDataLoader::Iterator::operator++() {
+  fetch();
+  return *this;
+}
+
+void PreparedDataLoader::Iterator::fetch() {
+  data::DataLoader& loader = *owner_->loader_;
+  current_ = loader.next();
+  if (current_) owner_->accelerator_.on_batch(*current_, loader.batches_yielded() == loader.size());
+}
+
+// ---- Accelerator ----
+
+Accelerator::Accelerator(AcceleratorOptions options, std::shared_ptr<distributed::ProcessGroup> group)
+    : options_(std::move(options)), group_(group ? std::move(group) : distributed::make_single_process_group()) {
+  const std::string& mp = options_.mixed_precision;
+  ACCEL_CHECK(mp == "no" || mp == "fp16" || mp == "bf16", "Accelerator: mixed_precision must be no, fp16 or bf16, got \"",
+              mp, "\"");
+  ACCEL_CHECK(options_.gradient_accumulation_steps >= 1, "Accelerator: gradient_accumulation_steps must be at least 1, "
+              "got ", options_.gradient_accumulation_steps);
+  for (const std::string& tracker : options_.log_with) {
+    ACCEL_CHECK(tracker == "jsonl" || tracker == "tensorboard" || tracker == "all", "Accelerator: unknown tracker \"",
+                tracker, "\" (expected jsonl, tensorboard or all)");
+  }
+  device_ = kCPU;  // CUDA devices are chosen here once the CUDA backend runs kernels
+  if (mp == "fp16") scaler_.emplace();
+  if (options_.seed) set_seed(*options_.seed);
+}
+
+Accelerator::~Accelerator() = default;
+
+void Accelerator::prepare_model(std::shared_ptr<nn::Module> model) {
+  model->to(device_);
+  // Every process starts from rank 0's weights.
+  if (num_processes() > 1) {
+    NoGradGuard no_grad;
+    for (Tensor& p : model->parameters()) group_->broadcast(p, 0)->wait();
+  }
+  models_.push_back(std::move(model));
+}
+
+void Accelerator::prepare_loader(data::DataLoader& loader) {
+  data::DataLoaderOptions o = loader.options();
+  o.num_processes = num_processes();
+  o.process_index = process_index();
+  o.even_batches = options_.even_batches;
+  o.device = device_;
+  loader.set_options(o);
+}
+
+void Accelerator::on_batch(const data::Batch& batch, bool is_last) {
+  end_of_dataloader_ = is_last;
+  last_batch_padding_ = batch.num_padding_samples;
+}
+
+void Accelerator::backward(const Tensor& loss) {
+  Tensor scaled = loss;
+  if (options_.gradient_accumulation_steps > 1) scaled = scaled / static_cast<double>(options_.gradient_accumulation_steps);
+  if (scaler_) scaled = scaler_->scale(scaled);
+  scaled.backward();
+}
+
+Accelerator::AccumulateScope::AccumulateScope(Accelerator& accelerator, nn::Module&) : accelerator_(accelerator) {
+  accelerator_.accumulation_step_ += 1;
+  accelerator_.sync_gradients_ = accelerator_.end_of_dataloader_ ||
+                                 accelerator_.accumulation_step_ % accelerator_.options_.gradient_accumulation_steps == 0;
+}
+
+Accelerator::AccumulateScope::~AccumulateScope() = default;
+
+AutocastGuard Accelerator::autocast() const {
+  const std::string& mp = options_.mixed_precision;
+  return AutocastGuard(mp == "fp16" ? kFloat16 : kBFloat16, mp != "no");
+}
+
+double Accelerator::clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, double norm_type) {
+  if (scaler_) {
+    for (auto& optimizer : optimizers_) scaler_->unscale_(optimizer->optimizer());
+  }
+  return nn::clip_grad_norm_(parameters, max_norm, norm_type);
+}
+
+Tensor Accelerator::gather(const Tensor& tensor) {
+  Tensor input = tensor.dim() == 0 ? tensor.reshape({1}) : tensor.contiguous();
+  Shape out_shape = input.sizes();
+  out_shape[0] *= num_processes();
+  Tensor output = empty(out_shape, {input.dtype(), input.device()});
+  group_->all_gather(input, output)->wait();
+  return output;
+}
+
+Tensor Accelerator::gather_for_metrics(const Tensor& tensor) {
+  Tensor gathered = gather(tensor);
+  if (!end_of_dataloader_ || last_batch_padding_ == 0) return gathered;
+  // The last round duplicated last_batch_padding_ samples (summed over ranks): drop them.
+  int64_t padding_total = reduce(scalar_tensor(last_batch_padding_, kInt64), "sum").item<int64_t>();
+  return gathered.narrow(0, 0, gathered.size(0) - padding_total);
+}
+
+Tensor Accelerator::reduce(const Tensor& tensor, const std::string& reduction) {
+  ACCEL_CHECK(reduction == "sum" || reduction == "mean", "reduce: reduction must be sum or mean, got \"", reduction, "\"");
+  NoGradGuard no_grad;
+  Tensor out = tensor.clone();
+  group_->all_reduce(out, reduction == "sum" ? distributed::Reduce::Sum : distributed::Reduce::Avg)->wait();
+  return out;
+}
+
+Tensor Accelerator::pad_across_processes(const Tensor& tensor, int64_t dim, double pad_index) {
+  int64_t d = wrap_dim(dim, tensor.dim(), "pad_across_processes");
+  Tensor size = scalar_tensor(tensor.size(d), kInt64).reshape({1});
+  group_->all_reduce(size, distributed::Reduce::Max)->wait();
+  int64_t target = size.item<int64_t>();
+  if (target == tensor.size(d)) return tensor;
+  Shape shape = tensor.sizes();
+  shape[d] = target;
+  Tensor padded = full(shape, pad_index, {tensor.dtype(), tensor.device()});
+  NoGradGuard no_grad;
+  padded.narrow(d, 0, tensor.size(d)).copy_(tensor);
+  return padded;
+}
+
+void Accelerator::wait_for_everyone() { group_->barrier(); }
+
+Accelerator::MainProcessFirst::MainProcessFirst(Accelerator& accelerator) : accelerator_(accelerator) {
+  if (!accelerator_.is_main_process()) accelerator_.wait_for_everyone();
+}
+
+Accelerator::MainProcessFirst::~MainProcessFirst() {
+  if (accelerator_.is_main_process()) accelerator_.wait_for_everyone();
+}
+
+void Accelerator::skip_first_batches(PreparedDataLoader& loader, int64_t num_batches) {
+  ACCEL_CHECK(num_batches >= 0 && num_batches <= loader.size(), "skip_first_batches: cannot skip ", num_batches,
+              " batches of an epoch of ", loader.size());
+  loader.resume_at(loader.next_epoch_, num_batches);
+}
+
+// The same seed on every process (as accelerate.utils.set_seed): identical initialization.
+void Accelerator::set_seed(uint64_t seed) { manual_seed(seed); }
+
+// ---- trackers ----
+
+void Accelerator::init_trackers(const std::string& project_name, const trackers::Values& config) {
+  if (!is_main_process()) return;
+  std::string dir = options_.project_config.logging_dir;
+  if (dir.empty()) dir = (std::filesystem::path(options_.project_config.project_dir.empty() ? "." :
+                                                 options_.project_config.project_dir) / "logs").string();
+  for (const std::string& kind : options_.log_with) {
+    if (kind == "jsonl" || kind == "all") trackers_.push_back(trackers::make_jsonl_tracker(dir, project_name));
+    if (kind == "tensorboard" || kind == "all") trackers_.push_back(trackers::make_tensorboard_tracker(dir, project_name));
+  }
+  for (auto& tracker : trackers_) tracker->log_config(config);
+}
+
+void Accelerator::log(const trackers::Values& values, int64_t step) {
+  for (auto& tracker : trackers_) tracker->log(values, step);
+}
+
+void Accelerator::end_training() {
+  for (auto& tracker : trackers_) tracker->finish();
+  trackers_.clear();
+  wait_for_everyone();
+}
+
+}  // namespace accel

@@ -1,0 +1,346 @@
+// tests/models/test_bert.cc: accel's BERT against transformers. The golden files
+// (tests/golden/bert/, made by tests/golden/make_bert_goldens.py) hold three tiny random
+// models as transformers saved them and what transformers computed on a padded sentence-pair
+// batch: hidden states, pooler output, logits, loss, the gradient of every parameter, and
+// the losses of ten AdamW steps. The rest checks the save_pretrained round trip, gradient
+// checkpointing, the shared tiny-bert fixture, and that every loading error says what went
+// wrong.
+//
+// Tolerance: 1e-4 relative plus 1e-6 absolute. accel and PyTorch run the same float32 math
+// but sum in different orders (GEMM blocking, reductions, softmax), so values differ by a few
+// ulps per op, amplified through two layers and the backward pass to ~1e-6 relative. The
+// absolute term covers entries whose exact value is near zero (a gradient that is a sum of
+// cancelling terms): their rounding error is relative to the size of the terms, not of the
+// result. 1e-6 is ~1e-5 of the typical gradient entry here, far below any real bug.
+//
+// Set ACCEL_KEEP_SAVED_BERT_DIR=<dir> to have SavePretrainedRoundTrip also write the tiny
+// classifier there, for tests/golden/check_save_pretrained.py to load with transformers.
+#include "models/pretrained.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "nn/optim.h"
+#include "tests/core/tensor_compare.h"
+
+namespace accel::models {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const std::string kGoldenDir = std::string(ACCEL_GOLDEN_DIR) + "/../bert";
+const std::string kTinyDir = kGoldenDir + "/tiny";
+const std::string kGeluNewDir = kGoldenDir + "/tiny_gelu_new";
+const std::string kRegressionDir = kGoldenDir + "/tiny_regression";
+const std::string kSharedTinyBert = std::string(ACCEL_SHARED_DATA_DIR) + "/tiny-bert";
+constexpr double kRtol = 1e-4, kAtol = 1e-6;
+
+using Golden = std::map<std::string, Tensor>;
+
+Golden load_golden(const std::string& case_name) {
+  return safetensors::load(kGoldenDir + "/" + case_name + "_golden.safetensors").tensors;
+}
+
+const Tensor& at(const Golden& golden, const std::string& name) {
+  auto it = golden.find(name);
+  if (it == golden.end()) throw Error("golden file has no tensor \"" + name + "\"");
+  return it->second;
+}
+
+PretrainedOptions quiet() {
+  PretrainedOptions options;
+  options.verbose = false;
+  return options;
+}
+
+// Every parameter's gradient against the golden grad.<name>, and no golden gradient left over.
+void expect_gradients_match(const nn::Module& model, const Golden& golden) {
+  std::set<std::string> expected;
+  for (auto& [name, tensor] : golden) {
+    if (name.rfind("grad.", 0) == 0) expected.insert(name.substr(5));
+  }
+  std::set<std::string> seen;
+  for (auto& [name, param] : model.named_parameters()) {
+    seen.insert(name);
+    ASSERT_TRUE(expected.count(name)) << "transformers has no parameter " << name;
+    ASSERT_TRUE(param.grad().defined()) << name << " got no gradient";
+    EXPECT_TRUE(tensors_close(param.grad(), at(golden, "grad." + name), kRtol, kAtol)) << "gradient of " << name;
+  }
+  EXPECT_EQ(seen, expected) << "accel and transformers have different parameter sets";
+}
+
+// A fresh directory under the system temp dir, removed with the object.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = fs::temp_directory_path() /
+           ("accel_test_bert_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string str() const { return path.string(); }
+};
+
+// A copy of the tiny classifier directory whose config.json `edit` may change.
+std::string copy_tiny(const TempDir& temp, const std::function<void(nlohmann::json&)>& edit) {
+  fs::path dir = temp.path / "model";
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(kTinyDir) / "model.safetensors", dir / "model.safetensors");
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(fs::path(kTinyDir) / "config.json"));
+  edit(config);
+  std::ofstream(dir / "config.json") << config.dump(2);
+  return dir.string();
+}
+
+TEST(BertGolden, ClassifierForwardLossAndGradientsMatchTransformers) {
+  Golden golden = load_golden("tiny");
+  auto model = bert_classifier_from_pretrained(kTinyDir, quiet());
+  EXPECT_EQ(model->config.num_labels, 3);
+  EXPECT_EQ(model->config.intermediate_size, 37);
+  const Tensor &ids = at(golden, "input_ids"), &mask = at(golden, "attention_mask"),
+               &types = at(golden, "token_type_ids");
+
+  BertOutput encoded = model->bert->forward(ids, mask, types);
+  EXPECT_TRUE(tensors_close(encoded.last_hidden_state, at(golden, "last_hidden_state"), kRtol, kAtol));
+  EXPECT_TRUE(tensors_close(encoded.pooler_output, at(golden, "pooler_output"), kRtol, kAtol));
+
+  SequenceClassifierOutput out = model->forward(ids, mask, types, at(golden, "labels"));
+  EXPECT_TRUE(tensors_close(out.logits, at(golden, "logits"), kRtol, kAtol));
+  EXPECT_TRUE(tensors_close(out.loss, at(golden, "loss"), kRtol, 0));
+  model->zero_grad();
+  out.loss.backward();
+  expect_gradients_match(*model, golden);
+}
+
+TEST(BertGolden, RegressionHeadMatchesTransformers) {
+  Golden golden = load_golden("tiny_regression");
+  auto model = bert_classifier_from_pretrained(kRegressionDir, quiet());
+  ASSERT_EQ(model->config.num_labels, 1);
+  ASSERT_TRUE(at(golden, "labels").is_floating_point());
+  SequenceClassifierOutput out = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"),
+                                                at(golden, "token_type_ids"), at(golden, "labels"));
+  EXPECT_TRUE(tensors_close(out.logits, at(golden, "logits"), kRtol, kAtol));
+  EXPECT_TRUE(tensors_close(out.loss, at(golden, "loss"), kRtol, 0));
+  out.loss.backward();
+  expect_gradients_match(*model, golden);
+}
+
+// BertModel with a pooler, gelu_new and a non-default layer_norm_eps; checkpoint names have
+// no "bert." prefix. The loss is the golden file's fixed projection of both outputs.
+TEST(BertGolden, BaseModelWithGeluNewMatchesTransformers) {
+  Golden golden = load_golden("tiny_gelu_new");
+  auto model = bert_from_pretrained(kGeluNewDir, quiet());
+  ASSERT_NE(model->pooler, nullptr) << "the checkpoint has a pooler";
+  EXPECT_EQ(model->config.hidden_act, "gelu_new");
+  EXPECT_DOUBLE_EQ(model->config.layer_norm_eps, 1e-7);
+  BertOutput out = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"));
+  EXPECT_TRUE(tensors_close(out.last_hidden_state, at(golden, "last_hidden_state"), kRtol, kAtol));
+  EXPECT_TRUE(tensors_close(out.pooler_output, at(golden, "pooler_output"), kRtol, kAtol));
+  Tensor loss = (out.last_hidden_state * at(golden, "weight_last_hidden_state")).sum() +
+                (out.pooler_output * at(golden, "weight_pooler_output")).sum();
+  EXPECT_TRUE(tensors_close(loss, at(golden, "loss"), kRtol, 0));
+  loss.backward();
+  expect_gradients_match(*model, golden);
+}
+
+// bert_from_pretrained on a classifier checkpoint strips the "bert." prefix and keeps the pooler.
+TEST(BertGolden, BaseModelFromClassifierCheckpoint) {
+  Golden golden = load_golden("tiny");
+  auto model = bert_from_pretrained(kTinyDir, quiet());
+  ASSERT_NE(model->pooler, nullptr);
+  model->eval();
+  BertOutput out = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"));
+  EXPECT_TRUE(tensors_close(out.last_hidden_state, at(golden, "last_hidden_state"), kRtol, kAtol));
+  EXPECT_TRUE(tensors_close(out.pooler_output, at(golden, "pooler_output"), kRtol, kAtol));
+}
+
+// Ten steps of the Hugging Face recipe: AdamW, no decay on biases and LayerNorm weights.
+// The losses barely feel the weight decay in ten steps, so the final parameters are checked
+// too, to 1e-5: decaying the LayerNorm weights (~1) by mistake moves them by ~1e-4. Except
+// the key biases: softmax over keys is invariant to q . bias, so their exact gradient is 0
+// and both frameworks get rounding noise (~1e-10), which Adam normalizes into steps of up to
+// lr * noise / eps; their values after training are noise, different in every framework.
+TEST(BertGolden, TenAdamWStepsMatchPyTorch) {
+  Golden golden = load_golden("tiny");
+  auto model = bert_classifier_from_pretrained(kTinyDir, quiet());
+  model->train();
+  nn::AdamW optimizer(nn::decay_groups(*model, 1e-3, 0.01), nn::AdamWOptions{});
+  std::vector<float> expected = at(golden, "adamw_losses").to_vector<float>();
+  ASSERT_EQ(expected.size(), 11u);  // loss after 0, 1, ..., 10 steps
+  for (size_t step = 0; step < expected.size(); ++step) {
+    optimizer.zero_grad();
+    Tensor loss = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"),
+                                 at(golden, "labels"))
+                      .loss;
+    EXPECT_NEAR(loss.item<float>(), expected[step], 1e-4 * std::fabs(expected[step])) << "after " << step << " steps";
+    if (step + 1 < expected.size()) {
+      loss.backward();
+      optimizer.step();
+    }
+  }
+  for (auto& [name, param] : model->named_parameters()) {
+    if (name.ends_with("attention.self.key.bias")) continue;
+    EXPECT_TRUE(tensors_close(param, at(golden, "adamw." + name), 1e-5, 1e-5)) << name << " after 10 steps";
+  }
+}
+
+TEST(BertPretrained, SavePretrainedRoundTrip) {
+  Golden golden = load_golden("tiny");
+  auto model = bert_classifier_from_pretrained(kTinyDir, quiet());
+  model->eval();
+  TempDir temp;
+  save_pretrained(*model, model->config, temp.str());
+  if (const char* keep = std::getenv("ACCEL_KEEP_SAVED_BERT_DIR")) save_pretrained(*model, model->config, keep);
+
+  auto reloaded = bert_classifier_from_pretrained(temp.str(), quiet());
+  reloaded->eval();
+  EXPECT_EQ(reloaded->config.to_json(), model->config.to_json());
+  std::map<std::string, Tensor> before = model->state_dict(), after = reloaded->state_dict();
+  ASSERT_EQ(before.size(), after.size());
+  for (auto& [name, value] : before) {
+    ASSERT_TRUE(after.count(name)) << name;
+    EXPECT_TRUE(equal(after.at(name), value)) << name;
+  }
+  const Tensor &ids = at(golden, "input_ids"), &mask = at(golden, "attention_mask"),
+               &types = at(golden, "token_type_ids");
+  EXPECT_TRUE(tensors_close(reloaded->forward(ids, mask, types).logits, model->forward(ids, mask, types).logits, 0, 0));
+  EXPECT_TRUE(tensors_close(reloaded->forward(ids, mask, types).logits, at(golden, "logits"), kRtol, kAtol));
+}
+
+// Gradient checkpointing recomputes each encoder layer in backward; with the generator
+// rewound, dropout draws the same masks, so the gradients must equal the plain path's.
+void expect_checkpointing_matches_plain(double dropout) {
+  Golden golden = load_golden("tiny");
+  BertConfig config = BertConfig::from_file(kTinyDir + "/config.json");
+  config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout;
+  manual_seed(7);
+  auto model = std::make_shared<BertForSequenceClassification>(config);
+  model->load_state_dict(bert_classifier_from_pretrained(kTinyDir, quiet())->state_dict());
+  model->train();
+  auto gradients = [&](bool checkpointing) {
+    model->bert->gradient_checkpointing_enable(checkpointing);
+    model->zero_grad();
+    manual_seed(1234);
+    Tensor loss = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"),
+                                 at(golden, "labels"))
+                      .loss;
+    loss.backward();
+    std::map<std::string, Tensor> grads;
+    for (auto& [name, param] : model->named_parameters()) grads[name] = param.grad().clone();
+    return std::pair{loss.item<float>(), grads};
+  };
+  auto [plain_loss, plain] = gradients(false);
+  auto [checkpointed_loss, checkpointed] = gradients(true);
+  EXPECT_EQ(plain_loss, checkpointed_loss);
+  for (auto& [name, grad] : plain) {
+    EXPECT_TRUE(tensors_close(checkpointed.at(name), grad, 1e-6, 1e-6)) << name << " with dropout " << dropout;
+  }
+  if (dropout > 0) {
+    // Dropout really was active: the loss differs from the deterministic golden one.
+    EXPECT_GT(std::fabs(plain_loss - at(golden, "loss").item<float>()), 1e-4);
+  } else {
+    EXPECT_NEAR(plain_loss, at(golden, "loss").item<float>(), 1e-4);
+  }
+}
+
+TEST(BertGradientCheckpointing, MatchesPlainPathWithoutDropout) { expect_checkpointing_matches_plain(0.0); }
+TEST(BertGradientCheckpointing, MatchesPlainPathWithDropout) { expect_checkpointing_matches_plain(0.1); }
+
+// The shared fixture: a BertModel checkpoint without a pooler.
+TEST(BertPretrained, SharedTinyBertLoadsAndRuns) {
+  auto model = bert_from_pretrained(kSharedTinyBert, quiet());
+  EXPECT_EQ(model->pooler, nullptr) << "the checkpoint has no pooler, so none is created";
+  EXPECT_EQ(model->config.vocab_size, 256);
+  EXPECT_EQ(model->config.hidden_size, 32);
+  EXPECT_EQ(model->config.intermediate_size, 64);
+  EXPECT_EQ(model->encoder->layer->size(), 2u);
+  EXPECT_EQ(model->embeddings->position_embeddings->weight.sizes(), (Shape{128, 32}));
+  model->eval();
+  Tensor ids = from_vector<int64_t>({2, 45, 67, 89, 3, 2, 100, 3, 0, 0}, {2, 5});
+  Tensor mask = from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, {2, 5});
+  BertOutput out = model->forward(ids, mask);
+  EXPECT_EQ(out.last_hidden_state.sizes(), (Shape{2, 5, 32}));
+  EXPECT_FALSE(out.pooler_output.defined());
+  for (float v : out.last_hidden_state.to_vector<float>()) ASSERT_TRUE(std::isfinite(v));
+  // Post-LayerNorm outputs: each token's features have mean ~0 and unit variance before the
+  // affine part, so with trained weights the values stay in a sane range.
+  EXPECT_LT(abs(out.last_hidden_state).max().item<float>(), 100.0f);
+}
+
+// ---- errors name the problem and the file ----
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(BertPretrainedErrors, MissingDirectory) {
+  std::string message = error_of([] { bert_from_pretrained("/nonexistent/accel/bert-model", quiet()); });
+  EXPECT_THAT(message, HasSubstr("/nonexistent/accel/bert-model"));
+  EXPECT_THAT(message, HasSubstr("no such model directory"));
+}
+
+TEST(BertPretrainedErrors, ConfigMissingRequiredField) {
+  TempDir temp;
+  std::string dir = copy_tiny(temp, [](nlohmann::json& c) { c.erase("num_attention_heads"); });
+  std::string message = error_of([&] { bert_classifier_from_pretrained(dir, quiet()); });
+  EXPECT_THAT(message, HasSubstr("config.json"));
+  EXPECT_THAT(message, HasSubstr("missing required field \"num_attention_heads\""));
+}
+
+TEST(BertPretrainedErrors, InvalidJson) {
+  TempDir temp;
+  std::string dir = copy_tiny(temp, [](nlohmann::json&) {});
+  std::ofstream(fs::path(dir) / "config.json") << "{\"vocab_size\": 99, \"hidden_size\": ";
+  std::string message = error_of([&] { bert_from_pretrained(dir, quiet()); });
+  EXPECT_THAT(message, HasSubstr(dir + "/config.json"));
+  EXPECT_THAT(message, HasSubstr("invalid JSON"));
+}
+
+TEST(BertPretrainedErrors, CheckpointShapesDoNotFitConfig) {
+  TempDir temp;
+  std::string dir = copy_tiny(temp, [](nlohmann::json& c) { c["hidden_size"] = 48; });
+  std::string message = error_of([&] { bert_classifier_from_pretrained(dir, quiet()); });
+  EXPECT_THAT(message, HasSubstr("does not fit the model built from config.json"));
+  EXPECT_THAT(message, HasSubstr("bert.embeddings.word_embeddings.weight: checkpoint [99, 32] vs model [99, 48]"));
+}
+
+TEST(BertPretrainedErrors, CheckpointOfAnotherModel) {
+  TempDir temp;
+  std::string dir = copy_tiny(temp, [](nlohmann::json&) {});
+  safetensors::save(dir + "/model.safetensors", {{"transformer.h.0.attn.c_attn.weight", zeros({32, 96})},
+                                                 {"transformer.wte.weight", zeros({99, 32})}});
+  std::string message = error_of([&] { bert_from_pretrained(dir, quiet()); });
+  EXPECT_THAT(message, HasSubstr(dir));
+  EXPECT_THAT(message, HasSubstr("holds no BERT encoder weights"));
+}
+
+TEST(BertPretrainedErrors, NoWeightsFile) {
+  TempDir temp;
+  std::string dir = copy_tiny(temp, [](nlohmann::json&) {});
+  fs::remove(fs::path(dir) / "model.safetensors");
+  std::string message = error_of([&] { bert_from_pretrained(dir, quiet()); });
+  EXPECT_THAT(message, HasSubstr("no weights found"));
+}
+
+}  // namespace
+}  // namespace accel::models
