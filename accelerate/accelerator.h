@@ -68,6 +68,10 @@ class Checkpointable {
 
 class Accelerator;
 
+// Checks a save_state directory against its manifest (every file present, every SHA-256
+// equal); throws naming the first problem. An interrupted save never passes.
+void verify_checkpoint(const std::string& dir);
+
 // The optimizer as prepare() returns it: step() and zero_grad() do nothing while gradients
 // accumulate; under fp16 step() unscales and skips on inf/NaN.
 class AcceleratedOptimizer {

@@ -12,6 +12,7 @@
 // so a crash mid-save leaves the previous checkpoint intact and never a half one under the
 // real name; load_state verifies every checksum before touching any state.
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <openssl/sha.h>
 #include <unistd.h>
 
@@ -180,15 +181,17 @@ std::string Accelerator::save_state(const std::string& requested_dir) {
   if (is_main_process()) {
     write_json(staging / kManifest, {{"format", kFormat}, {"files", checksums(staging)}});
     fsync_path(staging, true);
-    // Swap the complete staging dir into place; an older checkpoint of the same name is
-    // removed only after the new one is there.
-    fs::path old = final_dir;
-    old += ".old";
-    fs::remove_all(old);
-    if (fs::exists(final_dir)) fs::rename(final_dir, old);
-    fs::rename(staging, final_dir);
+    // Put the complete staging dir in place in one atomic step: a plain rename when the name
+    // is free, else an exchange with the older checkpoint (renameat2 RENAME_EXCHANGE), which
+    // is then removed. At every instant the name holds one complete checkpoint.
+    if (fs::exists(final_dir)) {
+      ACCEL_CHECK(::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0,
+                  final_dir.string(), ": cannot swap in the new checkpoint: ", std::strerror(errno));
+      fs::remove_all(staging);  // now the previous checkpoint
+    } else {
+      fs::rename(staging, final_dir);
+    }
     fsync_path(final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path(), true);
-    fs::remove_all(old);
     if (automatic) {
       ProjectConfiguration& project = options_.project_config;
       project.iteration += 1;

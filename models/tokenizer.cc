@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -37,6 +38,15 @@ std::string hex_byte(unsigned char byte) {
   return std::string("0x") + digits[byte >> 4] + digits[byte & 15];
 }
 
+// The length of the UTF-8 sequence that `lead` starts; 0 when no sequence starts with it.
+size_t sequence_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
 // Decodes strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as
 // Python's bytes.decode("utf-8") does. `what` names the text in the error message.
 std::u32string decode_utf8(std::string_view text, std::string_view what) {
@@ -44,29 +54,17 @@ std::u32string decode_utf8(std::string_view text, std::string_view what) {
   out.reserve(text.size());
   size_t i = 0;
   while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
     auto fail = [&](const std::string& why) {
       ACCEL_FAIL("BertTokenizer: expected UTF-8 in ", what, ", found invalid bytes at byte offset ",
                  i, ": ", why);
     };
-    size_t length;
-    char32_t cp;
-    if (lead < 0x80) {
-      out.push_back(lead);
-      ++i;
-      continue;
-    } else if (lead >= 0xC2 && lead <= 0xDF) {
-      length = 2, cp = lead & 0x1F;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      length = 3, cp = lead & 0x0F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      length = 4, cp = lead & 0x07;
-    } else {
-      fail("byte " + hex_byte(lead) + " cannot start a UTF-8 sequence");
-    }
+    const auto lead = static_cast<unsigned char>(text[i]);
+    const size_t length = sequence_length(lead);
+    if (length == 0) fail("byte " + hex_byte(lead) + " cannot start a UTF-8 sequence");
     if (i + length > text.size()) {
       fail("the sequence starting with " + hex_byte(lead) + " is cut off by the end of the text");
     }
+    char32_t cp = length == 1 ? lead : lead & (0x7F >> length);  // the lead's payload bits
     for (size_t k = 1; k < length; ++k) {
       const auto next = static_cast<unsigned char>(text[i + k]);
       if ((next & 0xC0) != 0x80) {
@@ -182,14 +180,11 @@ bool is_case_ignorable(char32_t c) {
       cat == UTF8PROC_CATEGORY_LM || cat == UTF8PROC_CATEGORY_SK) {
     return true;
   }
-  switch (c) {
-    case 0x27: case 0x2E: case 0x3A: case 0xB7: case 0x387: case 0x55F: case 0x5F4:
-    case 0x2018: case 0x2019: case 0x2024: case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55:
-    case 0xFF07: case 0xFF0E: case 0xFF1A:
-      return true;
-    default:
-      return false;
-  }
+  static constexpr char32_t kWordInternal[] = {0x27,   0x2E,   0x3A,   0xB7,   0x387,  0x55F,
+                                               0x5F4,  0x2018, 0x2019, 0x2024, 0x2027, 0xFE13,
+                                               0xFE52, 0xFE55, 0xFF07, 0xFF0E, 0xFF1A};
+  return std::find(std::begin(kWordInternal), std::end(kWordInternal), c) !=
+         std::end(kWordInternal);
 }
 
 // Rust regex's \w, which tokenizers' Whitespace pre-tokenizer matches: Alphabetic (letters,
@@ -241,9 +236,9 @@ std::u32string normalize(std::u32string_view text, utf8proc_option_t form) {
   ACCEL_CHECK(length >= 0, "BertTokenizer: expected utf8proc to normalize the text, found error: ",
               utf8proc_errmsg(length));
   const std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(mapped, &std::free);
-  return decode_utf8(std::string_view(reinterpret_cast<const char*>(mapped),
-                                      static_cast<size_t>(length)),
-                     "utf8proc's output");
+  return decode_utf8(
+      std::string_view(reinterpret_cast<const char*>(mapped), static_cast<size_t>(length)),
+      "utf8proc's output");
 }
 
 // Python's str.split() (see is_unicode_whitespace): runs of non-space characters.
@@ -352,7 +347,9 @@ std::vector<Segment> split_on_added_tokens(std::u32string_view text,
       ++i;
       continue;
     }
-    if (i > segment_start) segments.push_back({text.substr(segment_start, i - segment_start), false});
+    if (i > segment_start) {
+      segments.push_back({text.substr(segment_start, i - segment_start), false});
+    }
     segments.push_back({text.substr(i, match_length), true});
     i += match_length;
     segment_start = i;
@@ -391,8 +388,9 @@ void truncate(std::vector<int64_t>& ids, std::optional<std::vector<int64_t>>& pa
   const auto length_b = pair_ids ? static_cast<int64_t>(pair_ids->size()) : int64_t{0};
   const int64_t excess = length_a + length_b + special_tokens - max_length;
   if (excess <= 0) return;
-  ACCEL_CHECK(max_length >= special_tokens, "BertTokenizer: expected max_length to leave room for the ",
-              special_tokens, " special tokens, found max_length ", max_length);
+  ACCEL_CHECK(max_length >= special_tokens,
+              "BertTokenizer: expected max_length to leave room for the ", special_tokens,
+              " special tokens, found max_length ", max_length);
 
   if (options.truncation == Truncation::only_second) {
     ACCEL_CHECK(pair_ids.has_value(),
@@ -455,6 +453,16 @@ std::vector<std::string> read_vocab_txt(const std::filesystem::path& path) {
   return vocab;
 }
 
+// Runs `read` and adds `path` to the message of any Error it throws.
+template <typename Read>
+auto with_source(const std::filesystem::path& path, Read&& read) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    ACCEL_FAIL(e.what(), " (in '", path.string(), "')");
+  }
+}
+
 json parse_json(const std::filesystem::path& path, std::string_view what) {
   const std::string text = read_file(path, what);
   try {
@@ -469,10 +477,10 @@ json parse_json(const std::filesystem::path& path, std::string_view what) {
 const json& require(const json& parent, std::string_view parent_name, const char* key,
                     std::string_view expected) {
   const std::string name = parent_name.empty() ? key : std::string(parent_name) + "." + key;
-  ACCEL_CHECK(parent.contains(key), "BertTokenizer: expected field '", name, "' in tokenizer.json, found none");
+  ACCEL_CHECK(parent.contains(key), "BertTokenizer: expected field '", name, "', found none");
   const json& value = parent.at(key);
-  ACCEL_CHECK(value.type_name() == expected, "BertTokenizer: expected tokenizer.json field '",
-              name, "' to be ", expected, ", found ", value.type_name(), " ", value.dump());
+  ACCEL_CHECK(value.type_name() == expected, "BertTokenizer: expected field '", name, "' to be ",
+              expected, ", found ", value.type_name(), " ", value.dump());
   return value;
 }
 
@@ -489,17 +497,15 @@ std::string type_of(const json& section, std::string_view name) {
   return require(section, name, "type", "string").get<std::string>();
 }
 
-LoadedTokenizer read_tokenizer_json(const std::filesystem::path& path) {
-  const json root = parse_json(path, "a tokenizer.json");
-  ACCEL_CHECK(root.is_object(), "BertTokenizer: expected a JSON object in '", path.string(),
-              "', found ", root.type_name());
+LoadedTokenizer tokenizer_from_json(const json& root) {
+  ACCEL_CHECK(root.is_object(), "BertTokenizer: expected a JSON object, found ", root.type_name());
   LoadedTokenizer loaded;
   BertTokenizerOptions& options = loaded.options;
 
   const json& model = require(root, "", "model", "object");
   const std::string model_type = type_of(model, "model");
-  ACCEL_CHECK(model_type == "WordPiece", "BertTokenizer: expected model.type \"WordPiece\" in '",
-              path.string(), "', found \"", model_type, "\"");
+  ACCEL_CHECK(model_type == "WordPiece",
+              "BertTokenizer: expected model.type \"WordPiece\", found \"", model_type, "\"");
   const json& vocab = require(model, "model", "vocab", "object");
   loaded.vocab.resize(vocab.size());
   std::vector<bool> seen(vocab.size(), false);
@@ -524,46 +530,60 @@ LoadedTokenizer read_tokenizer_json(const std::filesystem::path& path) {
   const json normalizer = root.value("normalizer", json());
   const std::string normalizer_type = type_of(normalizer, "normalizer");
   if (normalizer_type == "BertNormalizer") {
-    options.clean_text = optional_field<bool>(normalizer, "normalizer", "clean_text", "boolean").value_or(true);
-    options.tokenize_chinese_chars =
-        optional_field<bool>(normalizer, "normalizer", "handle_chinese_chars", "boolean").value_or(true);
-    options.strip_accents = optional_field<bool>(normalizer, "normalizer", "strip_accents", "boolean");
-    options.lowercase = optional_field<bool>(normalizer, "normalizer", "lowercase", "boolean").value_or(true);
+    auto flag = [&](const char* key) {
+      return optional_field<bool>(normalizer, "normalizer", key, "boolean");
+    };
+    options.clean_text = flag("clean_text").value_or(true);
+    options.tokenize_chinese_chars = flag("handle_chinese_chars").value_or(true);
+    options.strip_accents = flag("strip_accents");
+    options.lowercase = flag("lowercase").value_or(true);
   } else {
-    ACCEL_CHECK(normalizer_type == "null", "BertTokenizer: expected normalizer.type \"BertNormalizer\" or a null normalizer in '",
-                path.string(), "', found \"", normalizer_type, "\"");
+    ACCEL_CHECK(
+        normalizer_type == "null",
+        "BertTokenizer: expected normalizer.type \"BertNormalizer\" or a null normalizer, found \"",
+        normalizer_type, "\"");
     options.clean_text = false;
     options.tokenize_chinese_chars = false;
     options.strip_accents = false;
     options.lowercase = false;
   }
 
-  const std::string pre_tokenizer_type = type_of(root.value("pre_tokenizer", json()), "pre_tokenizer");
+  const std::string pre_tokenizer_type =
+      type_of(root.value("pre_tokenizer", json()), "pre_tokenizer");
   if (pre_tokenizer_type == "BertPreTokenizer") {
     options.pre_tokenizer = PreTokenizer::bert;
   } else {
-    ACCEL_CHECK(pre_tokenizer_type == "Whitespace", "BertTokenizer: expected pre_tokenizer.type \"BertPreTokenizer\" or \"Whitespace\" in '",
-                path.string(), "', found \"", pre_tokenizer_type, "\"");
+    ACCEL_CHECK(pre_tokenizer_type == "Whitespace",
+                "BertTokenizer: expected pre_tokenizer.type \"BertPreTokenizer\" or "
+                "\"Whitespace\", found \"",
+                pre_tokenizer_type, "\"");
     options.pre_tokenizer = PreTokenizer::whitespace;
   }
 
   options.added_tokens.clear();
   const json no_added_tokens = json::array();
-  const json& added_tokens = root.contains("added_tokens") ? require(root, "", "added_tokens", "array") : no_added_tokens;
+  const json& added_tokens =
+      root.contains("added_tokens") ? require(root, "", "added_tokens", "array") : no_added_tokens;
   for (size_t i = 0; i < added_tokens.size(); ++i) {
     const std::string name = "added_tokens[" + std::to_string(i) + "]";
     const auto content = require(added_tokens[i], name, "content", "string").get<std::string>();
     const auto id = require(added_tokens[i], name, "id", "number").get<int64_t>();
-    ACCEL_CHECK(id >= 0 && id < static_cast<int64_t>(loaded.vocab.size()) && loaded.vocab[id] == content,
-                "BertTokenizer: expected ", name, " \"", content, "\" to have its model.vocab id, found id ", id);
+    ACCEL_CHECK(
+        id >= 0 && id < static_cast<int64_t>(loaded.vocab.size()) && loaded.vocab[id] == content,
+        "BertTokenizer: expected ", name, " \"", content,
+        "\" to have its model.vocab id, found id ", id);
     options.added_tokens.push_back(content);
   }
   return loaded;
 }
 
+LoadedTokenizer read_tokenizer_json(const std::filesystem::path& path) {
+  const json root = parse_json(path, "a tokenizer.json");
+  return with_source(path, [&] { return tokenizer_from_json(root); });
+}
+
 // tokenizer_config.json's word on lower-casing, accents and CJK splitting overrides the rest.
-void apply_tokenizer_config(const std::filesystem::path& path, BertTokenizerOptions& options) {
-  const json config = parse_json(path, "a tokenizer_config.json");
+void apply_config_fields(const json& config, BertTokenizerOptions& options) {
   if (const auto lowercase = optional_field<bool>(config, "", "do_lower_case", "boolean")) {
     options.lowercase = *lowercase;
   }
@@ -573,6 +593,11 @@ void apply_tokenizer_config(const std::filesystem::path& path, BertTokenizerOpti
   if (const auto chinese = optional_field<bool>(config, "", "tokenize_chinese_chars", "boolean")) {
     options.tokenize_chinese_chars = *chinese;
   }
+}
+
+void apply_tokenizer_config(const std::filesystem::path& path, BertTokenizerOptions& options) {
+  const json config = parse_json(path, "a tokenizer_config.json");
+  with_source(path, [&] { apply_config_fields(config, options); });
 }
 
 }  // namespace
@@ -617,20 +642,13 @@ BertTokenizer BertTokenizer::from_vocab(const std::string& path, bool lowercase)
 
 BertTokenizer BertTokenizer::from_vocab(const std::string& path, BertTokenizerOptions options) {
   std::vector<std::string> vocab = read_vocab_txt(path);
-  try {
-    return BertTokenizer(std::move(vocab), std::move(options));
-  } catch (const Error& e) {
-    ACCEL_FAIL(e.what(), " (vocab file '", path, "')");
-  }
+  return with_source(path, [&] { return BertTokenizer(std::move(vocab), std::move(options)); });
 }
 
 BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& path) {
   LoadedTokenizer loaded = read_tokenizer_json(path);
-  try {
-    return BertTokenizer(std::move(loaded.vocab), std::move(loaded.options));
-  } catch (const Error& e) {
-    ACCEL_FAIL(e.what(), " (tokenizer file '", path, "')");
-  }
+  return with_source(
+      path, [&] { return BertTokenizer(std::move(loaded.vocab), std::move(loaded.options)); });
 }
 
 BertTokenizer BertTokenizer::from_pretrained(const std::string& dir) {
@@ -650,11 +668,8 @@ BertTokenizer BertTokenizer::from_pretrained(const std::string& dir) {
   if (const auto config = root / "tokenizer_config.json"; std::filesystem::exists(config)) {
     apply_tokenizer_config(config, loaded.options);
   }
-  try {
-    return BertTokenizer(std::move(loaded.vocab), std::move(loaded.options));
-  } catch (const Error& e) {
-    ACCEL_FAIL(e.what(), " (model directory '", dir, "')");
-  }
+  return with_source(
+      root, [&] { return BertTokenizer(std::move(loaded.vocab), std::move(loaded.options)); });
 }
 
 // ---- tokenization ----
@@ -755,14 +770,16 @@ const std::string& BertTokenizer::id_to_token(int64_t id) const {
   return id_to_token_[id];
 }
 
-std::vector<int64_t> BertTokenizer::convert_tokens_to_ids(const std::vector<std::string>& tokens) const {
+std::vector<int64_t> BertTokenizer::convert_tokens_to_ids(
+    const std::vector<std::string>& tokens) const {
   std::vector<int64_t> ids;
   ids.reserve(tokens.size());
   for (const std::string& token : tokens) ids.push_back(token_to_id(token));
   return ids;
 }
 
-std::vector<std::string> BertTokenizer::convert_ids_to_tokens(const std::vector<int64_t>& ids) const {
+std::vector<std::string> BertTokenizer::convert_ids_to_tokens(
+    const std::vector<int64_t>& ids) const {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int64_t id : ids) tokens.push_back(id_to_token(id));
@@ -797,8 +814,9 @@ Encoding BertTokenizer::encode(std::string_view text, std::optional<std::string_
   encoding.attention_mask.assign(encoding.input_ids.size(), 1);
 
   if (options.padding == Padding::max_length) {
-    ACCEL_CHECK(options.max_length.has_value(),
-                "BertTokenizer: expected EncodeOptions::max_length with Padding::max_length, found none");
+    ACCEL_CHECK(
+        options.max_length.has_value(),
+        "BertTokenizer: expected EncodeOptions::max_length with Padding::max_length, found none");
     pad_to(encoding, static_cast<size_t>(*options.max_length), pad_id_);
   }
   return encoding;
@@ -867,7 +885,7 @@ std::string BertTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
   text = strip_whitespace(text);
   if (clean_up_tokenization_spaces) {
     static constexpr std::pair<std::string_view, std::string_view> kCleanups[] = {
-        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},   {" ' ", "'"},
+        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
         {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : kCleanups) replace_all(text, from, to);
   }

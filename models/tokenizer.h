@@ -5,6 +5,10 @@
 // It loads a vocab.txt or a Hugging Face tokenizer.json with a WordPiece model, and encodes
 // single texts, pairs and batches with truncation and padding.
 //
+// Whatever the source, the pipeline is the slow tokenizer's (NFC included); a tokenizer.json
+// only sets its options. Where HF cannot honour max_length (truncation would have to remove
+// more tokens than there are) it logs and returns a longer sequence; this throws instead.
+//
 // What it is not: a general tokenizer.json runtime (it reads a WordPiece model, a
 // BertNormalizer or none, and a BertPreTokenizer or Whitespace pre-tokenizer; anything else is
 // refused with an error), nor a trainer, nor an offset mapper.
@@ -26,18 +30,18 @@ enum class PreTokenizer {
 };
 
 struct BertTokenizerOptions {
-  bool lowercase = true;                    // HF do_lower_case
-  std::optional<bool> strip_accents;        // unset: strip exactly when lowercasing, as HF
-  bool clean_text = true;                   // drop NUL, U+FFFD and controls; whitespace -> ' '
-  bool tokenize_chinese_chars = true;       // put spaces around CJK ideographs
+  bool lowercase = true;               // HF do_lower_case
+  std::optional<bool> strip_accents;   // unset: strip exactly when lowercasing, as HF
+  bool clean_text = true;              // drop NUL, U+FFFD and controls; whitespace -> ' '
+  bool tokenize_chinese_chars = true;  // put spaces around CJK ideographs
   PreTokenizer pre_tokenizer = PreTokenizer::bert;
   std::string unk_token = "[UNK]";
   std::string cls_token = "[CLS]";
   std::string sep_token = "[SEP]";
   std::string pad_token = "[PAD]";
-  std::string mask_token = "[MASK]";        // optional in the vocab; the other four are required
+  std::string mask_token = "[MASK]";  // optional in the vocab; the other four are required
   std::string continuing_subword_prefix = "##";
-  int64_t max_input_chars_per_word = 100;   // longer words become unk_token
+  int64_t max_input_chars_per_word = 100;  // longer words become unk_token
   // Matched verbatim in the raw text, before any normalization, and kept whole (HF's added
   // tokens). from_tokenizer_json replaces them with the file's "added_tokens".
   std::vector<std::string> added_tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
@@ -49,10 +53,10 @@ enum class Truncation { none, longest_first, only_second };
 enum class Padding { none, longest, max_length };
 
 struct EncodeOptions {
-  bool add_special_tokens = true;       // [CLS] A [SEP] (B [SEP])
+  bool add_special_tokens = true;  // [CLS] A [SEP] (B [SEP])
   Truncation truncation = Truncation::none;
-  Padding padding = Padding::none;      // on a single encode, `longest` changes nothing
-  std::optional<int64_t> max_length;    // required by truncation and by Padding::max_length
+  Padding padding = Padding::none;    // on a single encode, `longest` changes nothing
+  std::optional<int64_t> max_length;  // required by truncation and by Padding::max_length
 };
 
 struct Encoding {

@@ -24,7 +24,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bert", "tiny_
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description="Checks that transformers loads a BERT directory saved by accel.")
     parser.add_argument("model_dir", help="a directory written by accel::models::save_pretrained")
     parser.add_argument("--golden", default=GOLDEN, help="golden file with the batch and reference logits")
     args = parser.parse_args()
