@@ -26,8 +26,8 @@ void GradScaler::unscale_(nn::Optimizer& optimizer) {
       if (!p.grad().defined()) continue;
       Tensor& g = p.mutable_grad();
       g.mul_(inverse);
-      // Any inf or NaN makes the sum non-finite.
-      if (!found_inf_ && !std::isfinite(g.to(kFloat64).sum().item_double())) found_inf_ = true;
+      // The largest magnitude is inf or NaN exactly when some element is (max propagates NaN).
+      if (!found_inf_ && !std::isfinite(amax(abs(g)).item_double())) found_inf_ = true;
     }
   }
   unscaled_ = true;

@@ -10,6 +10,7 @@
 #include "core/autograd/grad_mode.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace accel {
 
@@ -18,7 +19,8 @@ class KernelSlot {
  public:
   // constexpr so the table is constant-initialized before any backend registers into it,
   // whatever the static initialization order of the translation units.
-  constexpr explicit KernelSlot(const char* op_name) : op_name_(op_name), kernels_{} {}
+  constexpr explicit KernelSlot(const char* op_name, const char* profile_name)
+      : op_name_(op_name), profile_name_(profile_name), kernels_{} {}
 
   void set(DeviceType device, Fn* kernel) { kernels_[static_cast<size_t>(device)] = kernel; }
   bool has(DeviceType device) const { return kernels_[static_cast<size_t>(device)] != nullptr; }
@@ -31,11 +33,13 @@ class KernelSlot {
                 device_type_name(device.type),
                 device.is_cuda() ? " (this build has no CUDA backend, or it was not linked)" : "");
     NoGradGuard no_grad;  // kernels may call ops internally; those are never recorded
+    profiler::Scope timed(profile_name_);
     return kernel(std::forward<Args>(args)...);
   }
 
  private:
   const char* op_name_;
+  const char* profile_name_;  // "K <op>" in the ACCEL_PROFILE table
   std::array<Fn*, kNumDeviceTypes> kernels_;
 };
 

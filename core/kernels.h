@@ -80,30 +80,38 @@ struct AdamWHyper {
 };
 using AdamWFn = void(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                      const AdamWHyper& hyper);
+// Dropout in one pass over contiguous x: keep[i] = (uniform_i >= p) with uniform_i element i
+// of the Philox draw (seed, offset) exactly as rand() would give it; out = x * keep / (1 - p);
+// mask (bool) records keep for backward.
+using DropoutFn = void(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask);
+// grad_in = grad * mask * scale, all contiguous.
+using DropoutBackwardFn = void(const Tensor& grad, const Tensor& mask, double scale, const Tensor& grad_in);
 // Copies bytes between devices (host<->device); same dtype and shape, both contiguous.
 using CrossDeviceCopyFn = void(const Tensor& src, const Tensor& dst);
 
-inline constinit KernelSlot<UnaryFn> unary{"unary"};
-inline constinit KernelSlot<BinaryFn> binary{"binary"};
-inline constinit KernelSlot<AddScaledFn> add_scaled{"add_scaled"};
-inline constinit KernelSlot<WhereFn> where{"where"};
-inline constinit KernelSlot<ClampFn> clamp{"clamp"};
-inline constinit KernelSlot<CopyFn> copy{"copy"};
-inline constinit KernelSlot<FillFn> fill{"fill"};
-inline constinit KernelSlot<ArangeFn> arange{"arange"};
-inline constinit KernelSlot<ReduceFn> reduce{"reduce"};
-inline constinit KernelSlot<MatmulFn> matmul{"matmul"};
-inline constinit KernelSlot<SoftmaxFn> softmax{"softmax"};
-inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward"};
-inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm"};
-inline constinit KernelSlot<LayerNormBackwardFn> layer_norm_backward{"layer_norm_backward"};
-inline constinit KernelSlot<IndexSelectFn> index_select{"index_select"};
-inline constinit KernelSlot<IndexAddFn> index_add{"index_add"};
-inline constinit KernelSlot<GatherFn> gather{"gather"};
-inline constinit KernelSlot<ScatterAddFn> scatter_add{"scatter_add"};
-inline constinit KernelSlot<RandomFn> random{"random"};
-inline constinit KernelSlot<AdamWFn> adamw{"adamw"};
-inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy"};
+inline constinit KernelSlot<UnaryFn> unary{"unary", "K unary"};
+inline constinit KernelSlot<BinaryFn> binary{"binary", "K binary"};
+inline constinit KernelSlot<AddScaledFn> add_scaled{"add_scaled", "K add_scaled"};
+inline constinit KernelSlot<WhereFn> where{"where", "K where"};
+inline constinit KernelSlot<ClampFn> clamp{"clamp", "K clamp"};
+inline constinit KernelSlot<CopyFn> copy{"copy", "K copy"};
+inline constinit KernelSlot<FillFn> fill{"fill", "K fill"};
+inline constinit KernelSlot<ArangeFn> arange{"arange", "K arange"};
+inline constinit KernelSlot<ReduceFn> reduce{"reduce", "K reduce"};
+inline constinit KernelSlot<MatmulFn> matmul{"matmul", "K matmul"};
+inline constinit KernelSlot<SoftmaxFn> softmax{"softmax", "K softmax"};
+inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward", "K softmax_backward"};
+inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm", "K layer_norm"};
+inline constinit KernelSlot<LayerNormBackwardFn> layer_norm_backward{"layer_norm_backward", "K layer_norm_backward"};
+inline constinit KernelSlot<IndexSelectFn> index_select{"index_select", "K index_select"};
+inline constinit KernelSlot<IndexAddFn> index_add{"index_add", "K index_add"};
+inline constinit KernelSlot<GatherFn> gather{"gather", "K gather"};
+inline constinit KernelSlot<ScatterAddFn> scatter_add{"scatter_add", "K scatter_add"};
+inline constinit KernelSlot<RandomFn> random{"random", "K random"};
+inline constinit KernelSlot<DropoutFn> dropout{"dropout", "K dropout"};
+inline constinit KernelSlot<DropoutBackwardFn> dropout_backward{"dropout_backward", "K dropout_backward"};
+inline constinit KernelSlot<AdamWFn> adamw{"adamw", "K adamw"};
+inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy", "K cross_device_copy"};
 
 }  // namespace kernels
 }  // namespace accel

@@ -149,7 +149,7 @@ BertOutput BertModel::forward(const Tensor& input_ids, const Tensor& attention_m
 BertForSequenceClassification::BertForSequenceClassification(const BertConfig& c)
     : Module("BertForSequenceClassification"), config(c) {
   bert = register_module("bert", std::make_shared<BertModel>(c, true));
-  dropout = register_module("dropout", std::make_shared<nn::Dropout>(c.hidden_dropout_prob));
+  dropout = register_module("dropout", std::make_shared<nn::Dropout>(c.classifier_dropout.value_or(c.hidden_dropout_prob)));
   classifier = register_module("classifier", std::make_shared<nn::Linear>(c.hidden_size, c.num_labels));
   init_weights();
 }

@@ -45,6 +45,11 @@ BertConfig BertConfig::from_json(const nlohmann::json& json, const std::string& 
   read_field(json, "pad_token_id", c.pad_token_id, false, source);
   read_field(json, "initializer_range", c.initializer_range, false, source);
   read_field(json, "problem_type", c.problem_type, false, source);
+  if (json.contains("classifier_dropout") && !json["classifier_dropout"].is_null()) {
+    double p = 0;
+    read_field(json, "classifier_dropout", p, false, source);
+    c.classifier_dropout = p;
+  }
   if (json.contains("num_labels")) {
     read_field(json, "num_labels", c.num_labels, false, source);
   } else if (json.contains("id2label") && json["id2label"].is_object()) {
@@ -90,7 +95,8 @@ void BertConfig::validate(const std::string& source) const {
               "gelu_pytorch_tanh or relu)");
   ACCEL_CHECK(layer_norm_eps > 0, source, ": layer_norm_eps must be positive but is ", layer_norm_eps);
   for (auto [name, p] : {std::pair{"hidden_dropout_prob", hidden_dropout_prob},
-                         std::pair{"attention_probs_dropout_prob", attention_probs_dropout_prob}}) {
+                         std::pair{"attention_probs_dropout_prob", attention_probs_dropout_prob},
+                         std::pair{"classifier_dropout", classifier_dropout.value_or(0.0)}}) {
     ACCEL_CHECK(p >= 0 && p < 1, source, ": ", name, " must be in [0, 1) but is ", p);
   }
   ACCEL_CHECK(pad_token_id >= 0 && pad_token_id < vocab_size, source, ": pad_token_id ", pad_token_id,
@@ -100,14 +106,14 @@ void BertConfig::validate(const std::string& source) const {
               "or regression)");
 }
 
-nlohmann::json BertConfig::to_json() const {
+nlohmann::json BertConfig::to_json(const std::string& architecture) const {
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
   for (int64_t i = 0; i < num_labels; ++i) {
     id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
     label2id["LABEL_" + std::to_string(i)] = i;
   }
   nlohmann::json json = {{"model_type", "bert"},
-                         {"architectures", {"BertForSequenceClassification"}},
+                         {"architectures", {architecture}},
                          {"vocab_size", vocab_size},
                          {"hidden_size", hidden_size},
                          {"num_hidden_layers", num_hidden_layers},
@@ -124,6 +130,7 @@ nlohmann::json BertConfig::to_json() const {
                          {"id2label", id2label},
                          {"label2id", label2id}};
   if (!problem_type.empty()) json["problem_type"] = problem_type;
+  if (classifier_dropout) json["classifier_dropout"] = *classifier_dropout;
   return json;
 }
 

@@ -2,6 +2,7 @@
 // with a clear error for a missing or invalid field, and written back in the same format.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@ struct BertConfig {
   double layer_norm_eps = 1e-12;
   double hidden_dropout_prob = 0.1;
   double attention_probs_dropout_prob = 0.1;
+  std::optional<double> classifier_dropout;  // the classification head's; hidden_dropout_prob when unset
   int64_t pad_token_id = 0;
   double initializer_range = 0.02;
   int64_t num_labels = 2;
@@ -30,7 +32,8 @@ struct BertConfig {
   // in errors.
   static BertConfig from_json(const nlohmann::json& json, const std::string& source);
   static BertConfig from_file(const std::string& path);
-  nlohmann::json to_json() const;
+  // `architecture` is the model class transformers should build ("BertModel", ...).
+  nlohmann::json to_json(const std::string& architecture = "BertForSequenceClassification") const;
   void validate(const std::string& source) const;
 };
 

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
+#include "models/hub.h"
+#include "models/torch_pickle.h"
 
 namespace accel::models {
 
@@ -139,12 +141,25 @@ std::map<std::string, Tensor> load_checkpoint_weights(const std::string& dir) {
               "model.safetensors)");
   if (fs::exists(root / "model.safetensors")) return safetensors::load((root / "model.safetensors").string()).tensors;
   if (fs::exists(root / "model.safetensors.index.json")) return load_sharded(root / "model.safetensors.index.json");
-  ACCEL_FAIL(dir, ": no weights found: expected model.safetensors or model.safetensors.index.json");
+  // Older checkpoints: a torch.save state dict, read by a tensors-only unpickler.
+  if (fs::exists(root / "pytorch_model.bin")) return load_torch_state_dict((root / "pytorch_model.bin").string());
+  ACCEL_CHECK(!fs::exists(root / "pytorch_model.bin.index.json"), dir, ": sharded pytorch_model.bin checkpoints "
+              "are not supported; convert the checkpoint to safetensors");
+  ACCEL_FAIL(dir, ": no weights found: expected model.safetensors, model.safetensors.index.json or "
+             "pytorch_model.bin");
 }
 
 std::string resolve_model_dir(const std::string& model) {
-  ACCEL_CHECK(fs::is_directory(model), model, ": no such model directory");
-  return model;
+  if (fs::is_directory(model)) return model;
+  ACCEL_CHECK(!fs::exists(model), model, ": not a directory (expected a model directory with config.json and "
+              "weights, or a Hugging Face Hub id like \"org/name\")");
+  ACCEL_CHECK(is_hub_repo_id(model), model, ": no such model directory (nor a Hugging Face Hub id like "
+              "\"org/name\")");
+  try {
+    return hub_snapshot_download(model);
+  } catch (const Error& e) {
+    ACCEL_FAIL("no local directory \"", model, "\", so it was looked up as a Hugging Face Hub id: ", e.what());
+  }
 }
 
 std::shared_ptr<BertModel> bert_from_pretrained(const std::string& model, const PretrainedOptions& options) {
@@ -177,7 +192,7 @@ void save_pretrained(const nn::Module& model, const BertConfig& config, const st
   {
     std::ofstream out(temp);
     ACCEL_CHECK(out.good(), temp.string(), ": cannot write");
-    out << config.to_json().dump(2) << "\n";
+    out << config.to_json(model.type_name()).dump(2) << "\n";
     out.flush();
     ACCEL_CHECK(out.good(), temp.string(), ": write failed");
   }

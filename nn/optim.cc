@@ -211,8 +211,9 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   double total = 0.0;
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
-    Tensor g = p.grad().to(kFloat64);
+    const Tensor& g = p.grad();  // reductions accumulate in double whatever g's dtype
     if (infinity) total = std::max(total, amax(abs(g)).item_double());
+    else if (norm_type == 2.0) total += sum(g * g).item_double();
     else total += sum(pow(abs(g), norm_type)).item_double();
   }
   if (!infinity) total = std::pow(total, 1.0 / norm_type);

@@ -4,6 +4,7 @@
 // and the innermost call sees unit strides where they exist.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -106,14 +107,36 @@ void map_elementwise(const Tensor& out, const F& f, const std::array<const Tenso
   for (size_t i = 0; i < sizeof...(In); ++i) operands[i + 1] = inputs[i];
   for_each_strided<N>(out.sizes(), operands, [&](const std::array<char*, N>& ptrs,
                                                    const std::array<int64_t, N>& strides, int64_t n) {
-    bool unit = strides[0] == sizeof(Out);
+    bool unit = strides[0] == sizeof(Out), unit_or_broadcast = unit;
     size_t k = 1;
-    ((unit = unit && strides[k++] == static_cast<int64_t>(sizeof(In))), ...);
+    ((unit = unit && strides[k] == static_cast<int64_t>(sizeof(In)),
+      unit_or_broadcast = unit_or_broadcast && (strides[k] == static_cast<int64_t>(sizeof(In)) || strides[k] == 0),
+      ++k), ...);
     if (unit) {
       Out* o = reinterpret_cast<Out*>(ptrs[0]);
       [&]<size_t... I>(std::index_sequence<I...>) {
         std::tuple<In*...> in{reinterpret_cast<In*>(ptrs[I + 1])...};
         for (int64_t i = 0; i < n; ++i) o[i] = f(std::get<I>(in)[i]...);
+      }(std::index_sequence_for<In...>{});
+    } else if (unit_or_broadcast) {
+      // Some inputs repeat one value along the row (x * 0.5, x + bias[j]): copy that value
+      // into a small buffer so the loop stays unit-stride for every operand and vectorizes.
+      constexpr int64_t kChunk = 256;
+      Out* o = reinterpret_cast<Out*>(ptrs[0]);
+      [&]<size_t... I>(std::index_sequence<I...>) {
+        std::tuple<std::array<In, kChunk>...> repeated;
+        const int64_t used = n < kChunk ? n : kChunk;
+        ((strides[I + 1] == 0
+              ? void(std::fill_n(std::get<I>(repeated).data(), used, *reinterpret_cast<const In*>(ptrs[I + 1])))
+              : void()),
+         ...);
+        for (int64_t start = 0; start < n; start += kChunk) {
+          const int64_t len = n - start < kChunk ? n - start : kChunk;
+          std::tuple<const In*...> in{(strides[I + 1] == 0 ? std::get<I>(repeated).data()
+                                                           : reinterpret_cast<const In*>(ptrs[I + 1]) + start)...};
+          Out* out = o + start;
+          for (int64_t i = 0; i < len; ++i) out[i] = f(std::get<I>(in)[i]...);
+        }
       }(std::index_sequence_for<In...>{});
     } else {
       [&]<size_t... I>(std::index_sequence<I...>) {

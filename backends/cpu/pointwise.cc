@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "backends/cpu/loops.h"
+#include "backends/cpu/vec_math.h"
 #include "core/kernels.h"
 
 namespace accel::cpu {
@@ -66,7 +67,91 @@ void unary_typed(UnaryOp op, const Tensor& in, const Tensor& out) {
   ACCEL_FAIL("unary: op ", int(op), " has no kernel for dtype ", dtype_name(in.dtype()), " on cpu");
 }
 
+// Contiguous float32 transcendental ops, in chunks through the vectorized math of
+// vec_math.h. Returns false for the cases it does not cover.
+bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
+  if (in.dtype() != kFloat32 || !in.is_contiguous() || !out.is_contiguous()) return false;
+  if (op != UnaryOp::Exp && op != UnaryOp::Tanh && op != UnaryOp::Sigmoid && op != UnaryOp::Gelu &&
+      op != UnaryOp::GeluTanh && op != UnaryOp::Erf) {
+    return false;
+  }
+  const float* x = in.data_ptr<float>();
+  float* y = out.data_ptr<float>();
+  parallel_for(in.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kChunk = 512;
+    float t[kChunk];
+    for (int64_t start = begin; start < end; start += kChunk) {
+      const int64_t n = std::min(kChunk, end - start);
+      const float* xs = x + start;
+      float* ys = y + start;
+      switch (op) {
+        case UnaryOp::Exp: vec::exp(xs, ys, n); break;
+        case UnaryOp::Tanh: vec::tanh(xs, ys, n); break;
+        case UnaryOp::Erf: vec::erf(xs, ys, n); break;
+        case UnaryOp::Sigmoid:
+          for (int64_t i = 0; i < n; ++i) t[i] = -xs[i];
+          vec::exp(t, t, n);
+          for (int64_t i = 0; i < n; ++i) ys[i] = 1.0f / (1.0f + t[i]);
+          break;
+        case UnaryOp::Gelu:
+          for (int64_t i = 0; i < n; ++i) t[i] = xs[i] * float(kSqrt1_2);
+          vec::erf(t, t, n);
+          for (int64_t i = 0; i < n; ++i) ys[i] = 0.5f * xs[i] * (1.0f + t[i]);
+          break;
+        default:  // GeluTanh
+          for (int64_t i = 0; i < n; ++i) t[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
+          vec::tanh(t, t, n);
+          for (int64_t i = 0; i < n; ++i) ys[i] = 0.5f * xs[i] * (1.0f + t[i]);
+          break;
+      }
+    }
+  });
+  return true;
+}
+
+// grad * gelu'(x) for contiguous float32, vectorized as above.
+bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, const Tensor& out) {
+  if ((op != BinaryOp::GeluBackward && op != BinaryOp::GeluTanhBackward) || x.dtype() != kFloat32 ||
+      !x.is_contiguous() || !grad.is_contiguous() || !out.is_contiguous()) {
+    return false;
+  }
+  const float* g = grad.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const bool tanh_form = op == BinaryOp::GeluTanhBackward;
+  parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kChunk = 512;
+    float a[kChunk], b[kChunk];
+    for (int64_t start = begin; start < end; start += kChunk) {
+      const int64_t n = std::min(kChunk, end - start);
+      const float* xs = xp + start;
+      if (tanh_form) {
+        for (int64_t i = 0; i < n; ++i) a[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
+        vec::tanh(a, a, n);
+        for (int64_t i = 0; i < n; ++i) {
+          float x2 = xs[i] * xs[i];
+          float d_inner = float(kSqrt2OverPi) * (1.0f + float(3 * kGeluTanhCoeff) * x2);
+          o[start + i] = g[start + i] * (0.5f * (1.0f + a[i]) + 0.5f * xs[i] * (1.0f - a[i] * a[i]) * d_inner);
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          a[i] = xs[i] * float(kSqrt1_2);
+          b[i] = -0.5f * xs[i] * xs[i];
+        }
+        vec::erf(a, a, n);
+        vec::exp(b, b, n);
+        for (int64_t i = 0; i < n; ++i) {
+          float cdf = 0.5f * (1.0f + a[i]);
+          o[start + i] = g[start + i] * (cdf + xs[i] * b[i] * float(kInvSqrt2Pi));
+        }
+      }
+    }
+  });
+  return true;
+}
+
 void unary_kernel(UnaryOp op, const Tensor& in, const Tensor& out) {
+  if (unary_float_fast(op, in, out)) return;
   if (op == UnaryOp::LogicalNot) {
     visit_all(in.dtype(), "logical_not", "cpu", [&]<typename T>() {
       map_elementwise<bool, T>(out, [](T x) { return !static_cast<bool>(opmath_t<T>(x)); }, {&in});
@@ -141,6 +226,7 @@ void binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& 
     }, {&a, &b});
     return;
   }
+  if (gelu_backward_float_fast(op, a, b, out)) return;
   visit_numeric(a.dtype(), "binary", "cpu", [&]<typename T>() { binary_typed<T>(op, a, b, out); });
 }
 

@@ -44,8 +44,46 @@ void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t o
   });
 }
 
+void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
+  visit_floating(x.dtype(), "dropout", "cpu", [&]<typename T>() {
+    using M = opmath_t<T>;
+    const T* in = x.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    bool* keep = mask.data_ptr<bool>();
+    const float threshold = static_cast<float>(p);
+    const M scale = static_cast<M>(1.0 / (1.0 - p));
+    const int64_t n = x.numel();
+    parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
+      for (int64_t j = block_begin; j < block_end; ++j) {
+        PhiloxBlock w = philox_block(seed, offset + j);
+        for (int lane = 0; lane < 4 && 4 * j + lane < n; ++lane) {
+          int64_t i = 4 * j + lane;
+          bool k = philox_uniform(w[lane]) >= threshold;
+          keep[i] = k;
+          o[i] = k ? T(M(in[i]) * scale) : T(M(0));
+        }
+      }
+    });
+  });
+}
+
+void dropout_backward_kernel(const Tensor& grad, const Tensor& mask, double scale, const Tensor& grad_in) {
+  visit_floating(grad.dtype(), "dropout_backward", "cpu", [&]<typename T>() {
+    using M = opmath_t<T>;
+    const T* g = grad.data_ptr<T>();
+    const bool* keep = mask.data_ptr<bool>();
+    T* o = grad_in.data_ptr<T>();
+    const M s = static_cast<M>(scale);
+    parallel_for(grad.numel(), 32768, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) o[i] = keep[i] ? T(M(g[i]) * s) : T(M(0));
+    });
+  });
+}
+
 }  // namespace
 
 ACCEL_REGISTER_KERNEL(random, DeviceType::CPU, random_kernel);
+ACCEL_REGISTER_KERNEL(dropout, DeviceType::CPU, dropout_kernel);
+ACCEL_REGISTER_KERNEL(dropout_backward, DeviceType::CPU, dropout_backward_kernel);
 
 }  // namespace accel::cpu

@@ -4,6 +4,7 @@
 // float64).
 #include <cmath>
 
+#include "backends/cpu/vec_math.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
 
@@ -29,7 +30,7 @@ void softmax_kernel(const Tensor& in, int64_t dim, bool log, const Tensor& out) 
     T* y = out.data_ptr<T>();
     parallel_for(g.outer * g.inner, std::max<int64_t>(1, 16384 / std::max<int64_t>(g.D, 1)),
                  [&](int64_t begin, int64_t end) {
-      std::vector<M> row(g.D);
+      std::vector<M> row(g.D), exps(g.D);
       for (int64_t r = begin; r < end; ++r) {
         int64_t o = r / g.inner, i = r % g.inner;
         const T* xr = x + o * g.D * g.inner + i;
@@ -40,14 +41,21 @@ void softmax_kernel(const Tensor& in, int64_t dim, bool log, const Tensor& out) 
           max_value = std::max(max_value, row[d]);
         }
         if (std::isinf(max_value) && max_value < 0) max_value = 0;  // all -inf: avoid NaN from inf-inf
+        for (int64_t d = 0; d < g.D; ++d) row[d] -= max_value;
+        std::vector<M>& shifted_exp = exps;
+        if constexpr (std::is_same_v<M, float>) {
+          vec::exp(row.data(), shifted_exp.data(), g.D);
+        } else {
+          for (int64_t d = 0; d < g.D; ++d) shifted_exp[d] = std::exp(row[d]);
+        }
         M sum = 0;
-        for (int64_t d = 0; d < g.D; ++d) sum += std::exp(row[d] - max_value);
+        for (int64_t d = 0; d < g.D; ++d) sum += shifted_exp[d];
         if (log) {
-          M log_sum = std::log(sum) + max_value;
+          M log_sum = std::log(sum);
           for (int64_t d = 0; d < g.D; ++d) yr[d * g.inner] = T(row[d] - log_sum);
         } else {
           M inv = M(1) / sum;
-          for (int64_t d = 0; d < g.D; ++d) yr[d * g.inner] = T(std::exp(row[d] - max_value) * inv);
+          for (int64_t d = 0; d < g.D; ++d) yr[d * g.inner] = T(shifted_exp[d] * inv);
         }
       }
     });

@@ -53,7 +53,7 @@ void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log);
 void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias,
                 const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);
 void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx);
-void dropout(Tensor& out, const Tensor& x, const Tensor& scaled_mask);
+void dropout(Tensor& out, const Tensor& x, const Tensor& mask, double scale);
 void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const Tensor& weight_per_sample,
               Reduction reduction, double total_weight);
 void cat(Tensor& out, const std::vector<Tensor>& inputs, int64_t dim);

@@ -151,11 +151,15 @@ void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::op
   });
 }
 
-void dropout(Tensor& out, const Tensor& x, const Tensor& scaled_mask) {
+void dropout(Tensor& out, const Tensor& x, const Tensor& mask, double scale) {
   if (!any_requires_grad({&x})) return;
-  SavedTensor smask(scaled_mask, "DropoutBackward");
-  set_history(out, "DropoutBackward", {&x}, [smask](const Tensor& g) {
-    return std::vector<Tensor>{g * smask.get()};
+  SavedTensor smask(mask, "DropoutBackward");
+  set_history(out, "DropoutBackward", {&x}, [smask, scale, dtype = x.dtype()](const Tensor& grad) {
+    Tensor keep = smask.get();
+    Tensor g = grad.to(dtype).contiguous();
+    Tensor grad_in = Tensor::empty(g.sizes(), dtype, g.device());
+    kernels::dropout_backward(g.device(), g, keep, scale, grad_in);
+    return std::vector<Tensor>{grad_in};
   });
 }
 

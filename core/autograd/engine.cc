@@ -13,6 +13,7 @@
 #include "core/autograd/grad_mode.h"
 #include "core/autograd/node.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace accel::autograd {
 
@@ -164,7 +165,10 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
         Tensor replaced = hook(grad);
         if (replaced.defined()) grad = replaced;
       }
-      input_grads = node->apply(grad);
+      {
+        profiler::Scope timed(node->name().c_str());
+        input_grads = node->apply(grad);
+      }
       if (!retain_graph) node->release_saved();
     }
     const std::vector<Edge>& edges = node->next_edges();

@@ -101,18 +101,17 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* generator) {
   if (!training || p == 0.0) return x;
   detail::check_floating(x, "dropout");
   if (p == 1.0) return x * 0.0;
-  Tensor scaled_mask;
+  Tensor in;
   {
     NoGradGuard no_grad;
-    Tensor keep = rand(x.sizes(), {kFloat32, x.device()}, generator) >= p;
-    scaled_mask = keep.to(x.dtype()) * (1.0 / (1.0 - p));
+    in = x.contiguous();
   }
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = x * scaled_mask;
-  }
-  autograd::record::dropout(out, x, scaled_mask);
+  Generator& gen = generator ? *generator : default_generator();
+  uint64_t offset = gen.reserve(static_cast<uint64_t>(x.numel()));
+  Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
+  Tensor mask = Tensor::empty(x.sizes(), kBool, x.device());
+  kernels::dropout(x.device(), in, p, gen.seed(), offset, out, mask);
+  autograd::record::dropout(out, x, mask, 1.0 / (1.0 - p));
   return out;
 }
 
