@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -279,6 +280,8 @@ Response summarize(long status, const std::vector<Headers>& responses) {
 struct Transfer {
   std::FILE* out = nullptr;
   CURL* curl = nullptr;
+  std::string label;               // "org/name/file", announced when its body starts
+  bool announced = false;
   std::vector<Headers> responses;  // one per response, redirects included, in order
 };
 
@@ -296,18 +299,42 @@ size_t on_header(char* buffer, size_t size, size_t count, void* user) {
   return size * count;
 }
 
+std::string human_size(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1);
+  if (bytes < 1000) {
+    out << bytes << " B";
+  } else if (bytes < 1000 * 1000) {
+    out << bytes / 1e3 << " kB";
+  } else if (bytes < 1000 * 1000 * 1000) {
+    out << bytes / 1e6 << " MB";
+  } else {
+    out << bytes / 1e9 << " GB";
+  }
+  return out.str();
+}
+
 // Writes the body of a successful response; error pages (and redirect bodies) are dropped.
 size_t on_body(char* buffer, size_t size, size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
   long status = 0;
   curl_easy_getinfo(transfer->curl, CURLINFO_RESPONSE_CODE, &status);
   if (status < 200 || status >= 300) return size * count;
+  if (!transfer->announced) {
+    curl_off_t length = -1;
+    curl_easy_getinfo(transfer->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    std::cerr << "accel: downloading " << transfer->label;
+    if (length >= 0) std::cerr << " (" << human_size(length) << ")";
+    std::cerr << std::endl;
+    transfer->announced = true;
+  }
   return std::fwrite(buffer, size, count, transfer->out) * size;
 }
 
-// GETs url into out, following redirects. Network failures throw with curl's message;
-// HTTP errors come back in the status for the caller to explain.
-Response http_get(const std::string& url, const std::string& bearer_token, std::FILE* out) {
+// GETs url into out, following redirects, and says on stderr that label is downloading
+// once a successful body starts. Network failures throw with curl's message; HTTP errors
+// come back in the status for the caller to explain.
+Response http_get(const std::string& url, const std::string& label, const std::string& bearer_token, std::FILE* out) {
   curl_init_once();
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
   ACCEL_CHECK(curl, "libcurl: cannot create a transfer handle");
@@ -316,7 +343,7 @@ Response http_get(const std::string& url, const std::string& bearer_token, std::
     // curl sends this header to the Hub only, not to the host a redirect leads to.
     headers.reset(curl_slist_append(nullptr, ("Authorization: Bearer " + bearer_token).c_str()));
   }
-  Transfer transfer{out, curl.get(), {}};
+  Transfer transfer{out, curl.get(), label};
   char error_text[CURL_ERROR_SIZE] = "";
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
@@ -381,8 +408,7 @@ class SnapshotDownload {
     TempFile temp{temp_path(cache_.blobs(), "download")};
     std::unique_ptr<std::FILE, decltype(&std::fclose)> out(std::fopen(temp.path.c_str(), "wb"), std::fclose);
     ACCEL_CHECK(out, temp.path.string(), ": cannot create the download file");
-    std::cerr << "accel: downloading " << url << "\n";
-    Response response = http_get(url, token_, out.get());
+    Response response = http_get(url, repo_id_ + "/" + filename, token_, out.get());
     ACCEL_CHECK(std::fclose(out.release()) == 0, temp.path.string(), ": cannot write the download (disk full?)");
 
     bool missing_file = response.status == 404 && response.error_code != "RepositoryNotFound" &&

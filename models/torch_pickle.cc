@@ -416,7 +416,7 @@ class Unpickler {
   template <typename... Args>
   [[noreturn]] void fail(const Args&... args) const {
     const char* name = opcode_name(opcode_);
-    ACCEL_FAIL(name_, ": data.pkl byte ", opcode_pos_, " (", name ? name : "?", "): ", args...);
+    ACCEL_FAIL(name_, ": data.pkl byte ", opcode_pos_, name ? std::string(" (") + name + ")" : "", ": ", args...);
   }
 
   // ---- reading the byte stream ----
@@ -534,7 +534,7 @@ class Unpickler {
   ValuePtr execute() {
     for (;;) {
       opcode_pos_ = pos_;
-      opcode_ = 0;
+      opcode_ = 0;  // not an opcode: errors before the next one name none
       if (pos_ >= size_) fail("the pickle ends without STOP (truncated data.pkl)");
       opcode_ = data_[pos_++];
       switch (opcode_) {

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"accel: a C++ training engine (tensors, autograd, BERT, Accelerate-style training)", "accel"};
   app.require_subcommand(1);
   accel::tools::add_inspect_command(app);
+  accel::tools::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

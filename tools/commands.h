@@ -8,6 +8,7 @@
 namespace accel::tools {
 
 void add_inspect_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 // Registry of subcommand actions, filled by the add_* functions.
 void register_action(CLI::App* subcommand, std::function<int()> action);

@@ -10,9 +10,9 @@
 #   - every response about a repository carries X-Repo-Commit, a fixed fake commit hash
 #     (sha1 of the repo id); revision "main" and that hash both resolve;
 #   - small files come with their own ETag (weak, W/"<sha1>"), as git blobs do;
-#   - *.safetensors and *.bin are "LFS" files: a 302 to /_cdn/... with X-Linked-Etag (the
-#     sha256 of the content, which names the blob) and X-Linked-Size; the CDN answers with a
-#     different ETag of its own;
+#   - *.safetensors and *.bin are "LFS" files: a 302 to http://localhost:{port}/_cdn/... with
+#     X-Linked-Etag (the sha256 of the content, which names the blob) and X-Linked-Size; the
+#     "CDN" answers with a different ETag of its own;
 #   - errors are 404 with X-Error-Code RepositoryNotFound, RevisionNotFound or
 #     EntryNotFound, and X-Error-Message;
 #   - with --token, repositories under the org "private" need "Authorization: Bearer TOKEN",
@@ -78,7 +78,10 @@ class HubHandler(BaseHTTPRequestHandler):
         with open(file_path, "rb") as f:
             data = f.read()
         if filename.endswith(LFS_SUFFIXES):
-            location = "/_cdn/%s/%s" % (repo_id, urllib.parse.quote(filename))
+            # To another host name, as the Hub's CDN is another host: clients follow redirects
+            # within the Hub (repository renames) and expect X-Repo-Commit at their end.
+            location = "http://localhost:%d/_cdn/%s/%s" % (self.server.server_address[1], repo_id,
+                                                          urllib.parse.quote(filename))
             return self.send(302, b"", [*commit_header, ("Location", location),
                                         ("X-Linked-Etag", '"%s"' % hashlib.sha256(data).hexdigest()),
                                         ("X-Linked-Size", str(len(data))), ("ETag", '"redirect-etag"')])

@@ -107,6 +107,8 @@ class Hub : public ::testing::Test {
     temp_ = ::mkdtemp(pattern.data());
     repos_ = temp_ / "repos";
     // The repositories the server offers.
+    fs::create_directories(repos_ / "org");
+    fs::create_directories(repos_ / "private");
     fs::copy(tiny_bert_dir(), repos_ / "org" / "tiny-bert", fs::copy_options::recursive);
     fs::copy(kGoldenBert + "/tiny_bin", repos_ / "org" / "tiny-bin", fs::copy_options::recursive);
     fs::copy(tiny_bert_dir(), repos_ / "private" / "tiny-bert", fs::copy_options::recursive);

@@ -91,15 +91,25 @@ uint32_t crc32(const std::string& data) {
 
 using Entries = std::vector<std::pair<std::string, std::string>>;
 
-// The entries of an archive torch.save or Python's zipfile wrote, by walking the local
-// headers (both record the sizes there).
+uint64_t le64(const std::string& s, size_t pos) { return le32(s, pos) | uint64_t(le32(s, pos + 4)) << 32; }
+
+// The entries of a small archive that torch.save or Python's zipfile wrote, through the
+// central directory (torch.save leaves the sizes in the local headers zero).
 Entries read_stored_zip(const std::string& zip) {
+  size_t end = zip.size() - 22;  // no archive comment
+  uint64_t count = le16(zip, end + 10), directory = le32(zip, end + 16);
+  if (le32(zip, end - 20) == 0x07064b50) {  // zip64 end record, through its locator
+    uint64_t zip64_end = le64(zip, end - 20 + 8);
+    count = le64(zip, zip64_end + 32);
+    directory = le64(zip, zip64_end + 48);
+  }
   Entries entries;
-  for (size_t pos = 0; pos + 30 <= zip.size() && le32(zip, pos) == 0x04034b50;) {
-    size_t size = le32(zip, pos + 18), name_length = le16(zip, pos + 26), extra_length = le16(zip, pos + 28);
-    size_t data = pos + 30 + name_length + extra_length;
-    entries.emplace_back(zip.substr(pos + 30, name_length), zip.substr(data, size));
-    pos = data + size;
+  for (uint64_t i = 0, pos = directory; i < count; ++i) {
+    size_t size = le32(zip, pos + 20), name_length = le16(zip, pos + 28);
+    size_t local = le32(zip, pos + 42);
+    size_t data = local + 30 + le16(zip, local + 26) + le16(zip, local + 28);
+    entries.emplace_back(zip.substr(pos + 46, name_length), zip.substr(data, size));
+    pos += 46 + name_length + le16(zip, pos + 30) + le16(zip, pos + 32);
   }
   return entries;
 }
@@ -145,18 +155,30 @@ std::string make_zip(const Entries& entries, ZipOptions options = {}) {
 
 // ---- hand-written pickles (protocol 2, the opcodes torch.save uses) ----
 
-std::string unicode(const std::string& text) { return "X" + le(text.size(), 4) + text; }
-std::string global(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
+// (Built by appending: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string.)
+std::string unicode(const std::string& text) {
+  std::string p = "X";
+  p += le(text.size(), 4);
+  return p += text;
+}
+std::string global(const std::string& module, const std::string& name) {
+  std::string p = "c";
+  return p.append(module).append("\n").append(name).append("\n");
+}
+std::string binint(int value) {
+  std::string p = "J";
+  return p += le(uint32_t(value), 4);
+}
 // _rebuild_tensor_v2(('storage', <type>, key, 'cpu', numel), offset, size, stride, False, OrderedDict())
 std::string tensor(const std::string& storage_type, const std::string& key, int numel, int offset,
                    const std::vector<int>& sizes, const std::vector<int>& strides) {
-  std::string p = global("torch._utils", "_rebuild_tensor_v2") + "((" + unicode("storage") +
-                  global("torch", storage_type) + unicode(key) + unicode("cpu") + "J" + le(numel, 4) + "tQ" + "J" +
-                  le(offset, 4) + "(";
-  for (int s : sizes) p += "J" + le(s, 4);
+  std::string p = global("torch._utils", "_rebuild_tensor_v2");
+  p.append("((").append(unicode("storage")).append(global("torch", storage_type)).append(unicode(key));
+  p.append(unicode("cpu")).append(binint(numel)).append("tQ").append(binint(offset)).append("(");
+  for (int s : sizes) p += binint(s);
   p += "t(";
-  for (int s : strides) p += "J" + le(s, 4);
-  return p + "t\x89" + global("collections", "OrderedDict") + ")Rt" + "R";
+  for (int s : strides) p += binint(s);
+  return p.append("t\x89").append(global("collections", "OrderedDict")).append(")RtR");
 }
 // {name: value} as a one-entry dict.
 std::string state_dict(const std::string& name, const std::string& value) {
