@@ -2,6 +2,7 @@
 // Checkpoints are in checkpoint.cc.
 #include "accelerate/accelerator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -43,6 +44,12 @@ AcceleratorOptions AcceleratorOptions::from_env(AcceleratorOptions base) {
   if (auto v = env("ACCEL_LOG_WITH"); v && base.log_with.empty()) {
     std::stringstream list(*v);
     for (std::string item; std::getline(list, item, ',');) base.log_with.push_back(item);
+  }
+  if (auto v = env("ACCEL_DDP_BUCKET_MB"); v && base.ddp.bucket_bytes == distributed::DDPOptions{}.bucket_bytes) {
+    char* end = nullptr;
+    double mb = std::strtod(v->c_str(), &end);
+    ACCEL_CHECK(*end == '\0' && mb > 0, "ACCEL_DDP_BUCKET_MB=\"", *v, "\" is not a positive number of megabytes");
+    base.ddp.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(mb * 1024 * 1024));
   }
   return base;
 }
@@ -107,7 +114,7 @@ void PreparedDataLoader::Iterator::fetch() {
 // ---- Accelerator ----
 
 Accelerator::Accelerator(AcceleratorOptions options, std::shared_ptr<distributed::ProcessGroup> group)
-    : options_(std::move(options)), group_(group ? std::move(group) : distributed::make_single_process_group()) {
+    : options_(std::move(options)), group_(group ? std::move(group) : distributed::make_default_group()) {
   const std::string& mp = options_.mixed_precision;
   ACCEL_CHECK(mp == "no" || mp == "fp16" || mp == "bf16", "Accelerator: mixed_precision must be no, fp16 or bf16, got \"",
               mp, "\"");
@@ -130,8 +137,14 @@ void Accelerator::prepare_model(std::shared_ptr<nn::Module> model) {
   if (num_processes() > 1) {
     NoGradGuard no_grad;
     for (Tensor& p : model->parameters()) group_->broadcast(p, 0)->wait();
+    ddp_[model.get()] = std::make_unique<distributed::DistributedDataParallel>(*model, group_, options_.ddp);
   }
   models_.push_back(std::move(model));
+}
+
+distributed::DistributedDataParallel* Accelerator::ddp_of(const nn::Module& model) const {
+  auto it = ddp_.find(&model);
+  return it == ddp_.end() ? nullptr : it->second.get();
 }
 
 void Accelerator::prepare_loader(data::DataLoader& loader) {
@@ -159,6 +172,7 @@ Accelerator::AccumulateScope::AccumulateScope(Accelerator& accelerator, nn::Modu
   accelerator_.accumulation_step_ += 1;
   accelerator_.sync_gradients_ = accelerator_.end_of_dataloader_ ||
                                  accelerator_.accumulation_step_ % accelerator_.options_.gradient_accumulation_steps == 0;
+  for (auto& [model, ddp] : accelerator_.ddp_) ddp->set_require_backward_grad_sync(accelerator_.sync_gradients_);
 }
 
 Accelerator::AccumulateScope::~AccumulateScope() = default;

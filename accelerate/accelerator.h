@@ -29,6 +29,7 @@
 #include "accelerate/grad_scaler.h"
 #include "accelerate/trackers.h"
 #include "core/autocast.h"
+#include "distributed/ddp.h"
 #include "distributed/process_group.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -51,8 +52,10 @@ struct AcceleratorOptions {
   ProjectConfiguration project_config;
   std::vector<std::string> log_with;   // "jsonl", "tensorboard"
   bool even_batches = true;
+  distributed::DDPOptions ddp;         // with several processes: bucket size, find_unused_parameters
   // Fills unset options from ACCEL_MIXED_PRECISION, ACCEL_GRADIENT_ACCUMULATION_STEPS,
-  // ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH (what `accel launch` sets).
+  // ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH (what `accel launch` sets)
+  // and ACCEL_DDP_BUCKET_MB.
   static AcceleratorOptions from_env(AcceleratorOptions base);
   static AcceleratorOptions from_env() { return from_env(AcceleratorOptions{}); }
 };
@@ -172,6 +175,8 @@ class Accelerator {
   }
   template <typename M>
   std::shared_ptr<M> unwrap_model(const std::shared_ptr<M>& model) const { return model; }
+  // The DDP reducer prepare() attached to `model` (several processes), else null.
+  distributed::DistributedDataParallel* ddp_of(const nn::Module& model) const;
 
   // ---- training step ----
   void backward(const Tensor& loss);
@@ -278,6 +283,7 @@ class Accelerator {
   int64_t accumulation_step_ = 0;
   int64_t last_batch_padding_ = 0;
   std::vector<std::shared_ptr<nn::Module>> models_;
+  std::map<const nn::Module*, std::unique_ptr<distributed::DistributedDataParallel>> ddp_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
   std::vector<std::shared_ptr<PreparedDataLoader>> loaders_;

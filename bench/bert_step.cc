@@ -3,6 +3,7 @@
 // median over the timed steps), peak memory and a JSON line. bench/bert_step.sh runs it
 // beside the same step in PyTorch (bert_step_torch.py) and prints the comparison.
 // Random weights and full-length random token ids: the speed of the math, not of a dataset.
+// --gradient-checkpointing measures what recomputing each layer in backward saves in memory.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@ namespace {
 struct Options {
   std::string model = "minilm", dtype = "f32", mode = "train";
   int64_t batch = 0, seq = 128, steps = 5, warmup = 2, threads = 0;
+  bool checkpointing = false;  // recompute each encoder layer in backward
 };
 
 models::BertConfig config_for(const std::string& name) {
@@ -67,9 +69,10 @@ int main(int argc, char** argv) {
     else if (arg == "--steps") o.steps = std::stoll(value());
     else if (arg == "--warmup") o.warmup = std::stoll(value());
     else if (arg == "--threads") o.threads = std::stoll(value());
+    else if (arg == "--gradient-checkpointing") o.checkpointing = true;
     else {
       std::fprintf(stderr, "usage: bench_bert_step [--model minilm|bert-base] [--dtype f32|bf16] [--mode train|infer] "
-                           "[--batch B] [--seq T] [--steps N] [--warmup N] [--threads N]\n");
+                           "[--batch B] [--seq T] [--steps N] [--warmup N] [--threads N] [--gradient-checkpointing]\n");
       return 2;
     }
   }
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
   Tensor types = zeros({o.batch, o.seq}, kInt64);
   Tensor labels = randint(0, 2, {o.batch});
   nn::AdamW optimizer(nn::decay_groups(*model, 1e-4, 0.01), nn::AdamWOptions{.lr = 1e-4});
+  if (o.checkpointing) model->bert->gradient_checkpointing_enable();
   if (train) model->train();
   else model->eval();
 
@@ -110,8 +114,9 @@ int main(int argc, char** argv) {
   }
   std::sort(times.begin(), times.end());
   double median = times[times.size() / 2];
-  std::printf("accel %s %s %s batch %lld seq %lld threads %d: %.1f ms/step (min %.1f), peak RSS %.0f MB\n",
-              o.model.c_str(), o.dtype.c_str(), o.mode.c_str(), static_cast<long long>(o.batch),
+  std::printf("accel %s %s %s%s batch %lld seq %lld threads %d: %.1f ms/step (min %.1f), peak RSS %.0f MB\n",
+              o.model.c_str(), o.dtype.c_str(), o.mode.c_str(), o.checkpointing ? " (checkpointing)" : "",
+              static_cast<long long>(o.batch),
               static_cast<long long>(o.seq), get_num_threads(), median, times.front(), peak_rss_mb());
   std::printf("{\"impl\":\"accel\",\"model\":\"%s\",\"dtype\":\"%s\",\"mode\":\"%s\",\"ms\":%.2f,\"peak_mb\":%.0f}\n",
               o.model.c_str(), o.dtype.c_str(), o.mode.c_str(), median, peak_rss_mb());

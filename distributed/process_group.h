@@ -17,6 +17,9 @@ class Work {
  public:
   virtual ~Work() = default;
   virtual void wait() = 0;  // throws if the collective failed
+  // Polls without blocking (and drives the backend's progress); true once wait() would
+  // return at once.
+  virtual bool is_completed() = 0;
 };
 
 class ProcessGroup {
@@ -37,5 +40,8 @@ class ProcessGroup {
 };
 
 std::shared_ptr<ProcessGroup> make_single_process_group();
+// What a program gets when it does not choose: MPI when started by mpirun (or a PMI launcher
+// such as srun), or when ACCEL_BACKEND=mpi; the single-process group otherwise (distributed/mpi.cc).
+std::shared_ptr<ProcessGroup> make_default_group();
 
 }  // namespace accel::distributed

@@ -11,6 +11,7 @@ namespace {
 class DoneWork final : public Work {
  public:
   void wait() override {}
+  bool is_completed() override { return true; }
 };
 
 class SingleProcessGroup final : public ProcessGroup {

@@ -465,6 +465,8 @@ class SnapshotDownload {
                            : "the server rejected HF_TOKEN for " + repo_id_;
     } else if (response.status == 404) {
       why = "repository " + repo_id_ + " has no file " + filename + " at revision " + revision_;
+    } else if (response.status == 429) {
+      why = "rate limited: wait and retry (requests with HF_TOKEN get higher limits)";
     } else {
       why = "the server failed";
     }

@@ -712,7 +712,7 @@ class Unpickler {
     if (it != storages_.end()) return it->second;
     Storage storage = load_storage_(key);
     ACCEL_CHECK(storage && storage->device().is_cpu(), name_, ": no bytes for storage data/", quoted(key));
-    if (reinterpret_cast<uintptr_t>(storage->data()) % 8 != 0) {
+    if (reinterpret_cast<uintptr_t>(storage->data()) % 8 != 0 && storage->nbytes() > 0) {
       auto copy = std::make_shared<StorageImpl>(storage->nbytes(), kCPU);
       std::memcpy(copy->data(), storage->data(), storage->nbytes());
       storage = copy;

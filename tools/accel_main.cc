@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   accel::tools::add_inspect_command(app);
   accel::tools::add_tokenize_command(app);
+  accel::tools::add_launch_command(app);
+  accel::tools::add_config_command(app);
+  accel::tools::add_env_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,11 +4,13 @@
 // how many edges point at it; (2) start with root's gradient; (3) repeatedly run a node whose
 // incoming gradients are all in (ties broken by highest sequence number, i.e. latest
 // created first), summing the gradients each input receives; (4) release each node's saved
-// tensors right after it runs unless retain_graph. Runs with grad mode off: backward rules
-// are not themselves recorded (no double backward).
+// tensors right after it runs unless retain_graph; (5) run the callbacks queued during the
+// pass (queue_callback). Runs with grad mode off: backward rules are not themselves recorded
+// (no double backward).
 #include <atomic>
 #include <queue>
 #include <unordered_map>
+#include <utility>
 
 #include "core/autograd/grad_mode.h"
 #include "core/autograd/node.h"
@@ -19,6 +21,14 @@ namespace accel::autograd {
 
 namespace {
 std::atomic<uint64_t> next_sequence_nr{0};
+// The callbacks of the backward pass running on this thread; null outside backward.
+thread_local std::vector<std::function<void()>>* pass_callbacks = nullptr;
+}  // namespace
+
+void queue_callback(std::function<void()> callback) {
+  ACCEL_CHECK(pass_callbacks != nullptr, "queue_callback: no backward pass is running on this thread; "
+              "call it from a gradient hook");
+  pass_callbacks->push_back(std::move(callback));
 }
 
 Node::Node(std::string name, std::vector<Edge> next_edges)
@@ -147,6 +157,11 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
   }
 
   NoGradGuard no_grad;
+  std::vector<std::function<void()>> callbacks;
+  struct CallbackScope {  // restores the enclosing pass's list, also when a node throws
+    std::vector<std::function<void()>>* outer;
+    ~CallbackScope() { pass_callbacks = outer; }
+  } callback_scope{std::exchange(pass_callbacks, &callbacks)};
   Edge root_node = gradient_edge(root);
   std::unordered_map<Node*, int> dependencies = count_dependencies(root_node.get());
   std::unordered_map<Node*, Tensor> pending_grads{{root_node.get(), seed}};
@@ -181,6 +196,10 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
       }
       if (--dependencies[next] == 0) ready.push(next);
     }
+  }
+  for (size_t i = 0; i < callbacks.size(); ++i) {  // by index: a callback may queue more
+    std::function<void()> callback = std::move(callbacks[i]);
+    callback();
   }
 }
 

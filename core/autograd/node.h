@@ -112,4 +112,10 @@ void set_history(Tensor& output, const char* name, const std::vector<const Tenso
 // Runs backward from `root` with gradient `grad_root` (ones for a one-element root).
 void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph);
 
+// Runs `callback` once the backward pass running on this thread has run all its nodes, before
+// backward() returns (in queue order; a callback may queue more). Only valid while a backward
+// pass runs, i.e. from a hook: DDP queues one from its first gradient hook to wait for its
+// bucket all-reduces at the end of the pass.
+void queue_callback(std::function<void()> callback);
+
 }  // namespace accel::autograd

@@ -185,12 +185,13 @@ std::string state_dict(const std::string& name, const std::string& value) {
   return "\x80\x02}(" + unicode(name) + value + "u.";
 }
 
-std::map<std::string, Tensor> unpickle(const std::string& pickle, const std::map<std::string, std::string>& storages = {}) {
+std::map<std::string, Tensor> unpickle(const std::string& pickle,
+                                      const std::map<std::string, std::string>& storages = {}) {
   StorageLoader load = [&](const std::string& key) -> Storage {
     auto it = storages.find(key);
     if (it == storages.end()) return nullptr;
     auto storage = std::make_shared<StorageImpl>(it->second.size(), kCPU);
-    std::memcpy(storage->data(), it->second.data(), it->second.size());
+    if (!it->second.empty()) std::memcpy(storage->data(), it->second.data(), it->second.size());
     return storage;
   };
   return unpickle_state_dict(reinterpret_cast<const uint8_t*>(pickle.data()), pickle.size(), load, "test.bin");
