@@ -132,6 +132,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
       buckets[slot.bucket].pending -= 1;
     }
     if (!unused.empty() && !options.find_unused_parameters) {
+      std::reverse(unused.begin(), unused.end());  // slots run newest first; name them in model order
       std::string names;
       for (size_t i = 0; i < unused.size() && i < 10; ++i) names += (i ? ", " : "") + unused[i];
       if (unused.size() > 10) names += ", ... (" + std::to_string(unused.size()) + " in all)";

@@ -88,7 +88,7 @@ int main() {
     Tensor x = from_vector<double>({-30.0, -1.0, 0.0, 1.0, 30.0}).requires_grad_();
     Tensor y = softplus(x);                  // float64 in, float64 out
     y.sum().backward();                      // dy/dx = sigmoid(x)
-    std::cout << "softplus(x) = " << y.detach() << "x.grad = " << x.grad() << "grad_fn: " << y.grad_fn()->name()
+    std::cout << "softplus(x) =\n" << y.detach() << "\nx.grad =\n" << x.grad() << "\ngrad_fn: " << y.grad_fn()->name()
               << "\n";
     Tensor half = softplus(x.detach().to(kBFloat16).slice(0, 0, 5, 2));  // bf16, strided view
     std::cout << "bf16, every other element: " << half << "\n";
@@ -97,7 +97,9 @@ int main() {
     // The forward against a float64 reference.
     std::vector<double> xs = x.detach().to_vector<double>(), ys = y.detach().to_vector<double>();
     bool forward_ok = true;
-    for (size_t i = 0; i < xs.size(); ++i) forward_ok = forward_ok && std::abs(ys[i] - std::log1p(std::exp(xs[i]))) < 1e-12;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      forward_ok = forward_ok && std::abs(ys[i] - std::log1p(std::exp(xs[i]))) < 1e-12;
+    }
     check(forward_ok, "softplus matches log1p(exp(x)) in float64");
 
     // The backward against central finite differences in float64 (beta = 2 for a change).

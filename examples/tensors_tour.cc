@@ -32,6 +32,7 @@ void describe(const char* name, const Tensor& t) {
 }  // namespace
 
 int main() {
+  std::cout << std::boolalpha;
   try {
     // ---- storage, sizes, strides ----
     // [snippet:strides]

@@ -248,6 +248,11 @@ int run(const Args& args) {
     accelerator.save_state();
   }
   progress.finish();
+  if (!have_best) {
+    // Resumed after the last epoch: nothing left to train, so report the model as it is.
+    accelerator.print("all ", args.epochs, " epochs were already done; evaluating the resumed model");
+    best = evaluate(accelerator, *model, *eval_loader, regression);
+  }
   accelerator.end_training();
 
   nlohmann::json final_metrics = to_json(best, regression);

@@ -54,7 +54,7 @@ T read_value(const YAML::Node& node, const std::string& key, const std::string& 
   }
 }
 
-void read_deepspeed_config(const YAML::Node& node, LaunchConfig& config, bool& have_accumulation,
+void read_deepspeed_config(const YAML::Node& node, LaunchConfig& config, bool have_accumulation,
                            const std::string& source) {
   ACCEL_CHECK(node.IsMap(), source, ": deepspeed_config must be a mapping");
   for (const auto& entry : node) {

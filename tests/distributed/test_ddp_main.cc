@@ -1,0 +1,335 @@
+// Data parallelism under mpirun (CTest: ddp_np2, ddp_np3; label distributed):
+//   mpirun -np 2 build/bin/test_ddp
+// Every rank trains a tiny BERT with DDP on its shard and, beside it, the single-process
+// reference on the full global batch; the final weights must agree to 1e-5 (relative), with
+// and without gradient accumulation (no_sync). Also: the MPI collectives, gather_for_metrics
+// on a dataset that does not divide evenly, unused-parameter detection, and the collective
+// timeout. Not a gtest binary: each check runs on every rank, the ranks agree on the
+// verdict, and rank 0 prints "N passed, M failed" (exit status 1 on any failure).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include "accelerate/accelerator.h"
+#include "core/autograd/grad_mode.h"
+#include "core/random.h"
+#include "distributed/ddp.h"
+#include "distributed/mpi.h"
+#include "models/bert.h"
+
+using namespace accel;
+using distributed::ProcessGroup;
+using distributed::Reduce;
+
+namespace {
+
+constexpr double kTolerance = 1e-5;  // max relative difference of final weights
+
+models::BertConfig tiny_config() {
+  models::BertConfig c;
+  c.vocab_size = 99;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 37;
+  c.max_position_embeddings = 64;
+  c.hidden_dropout_prob = 0.0;
+  c.attention_probs_dropout_prob = 0.0;
+  c.num_labels = 2;
+  return c;
+}
+
+// n examples of lengths 5..16 with random ids and labels, the same on every rank.
+std::shared_ptr<const std::vector<data::Features>> synthetic_features(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto features = std::make_shared<std::vector<data::Features>>();
+  for (int64_t i = 0; i < n; ++i) {
+    data::Features f;
+    int64_t length = 5 + static_cast<int64_t>(rng() % 12);
+    for (int64_t t = 0; t < length; ++t) {
+      f.input_ids.push_back(1 + static_cast<int64_t>(rng() % 98));
+      f.token_type_ids.push_back(t < length / 2 ? 0 : 1);
+    }
+    f.label = static_cast<double>(rng() % 2);
+    features->push_back(std::move(f));
+  }
+  return features;
+}
+
+using AfterBackward = std::function<void(Accelerator&, models::BertForSequenceClassification&)>;
+
+// Trains for `steps` optimizer steps (whole epochs) with SGD + momentum, which is linear in
+// the gradients: differences stay at rounding level (Adam would amplify the rounding noise
+// of gradients that are zero in exact arithmetic).
+std::shared_ptr<models::BertForSequenceClassification> train(
+    std::shared_ptr<ProcessGroup> group, std::shared_ptr<const std::vector<data::Features>> features,
+    int64_t batch_size, int64_t accumulation, int64_t steps, const AfterBackward& after_backward = nullptr) {
+  AcceleratorOptions options;
+  options.gradient_accumulation_steps = accumulation;
+  options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
+  Accelerator accelerator(options, std::move(group));
+  manual_seed(1234);
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  data::DataLoaderOptions loader_options;
+  loader_options.batch_size = batch_size;
+  loader_options.shuffle = true;
+  loader_options.seed = 7;
+  auto loader = std::make_shared<data::DataLoader>(features, loader_options);
+  auto sgd = std::make_shared<nn::SGD>(model->parameters(), nn::SGDOptions{.lr = 0.05, .momentum = 0.9});
+  auto [prepared, optimizer, batches] = accelerator.prepare(model, sgd, loader);
+  ACCEL_CHECK((steps * accumulation) % batches->size() == 0, "train: ", steps, " steps are not whole epochs");
+  for (int64_t epoch = 0; epoch < steps * accumulation / batches->size(); ++epoch) {
+    for (auto& batch : *batches) {
+      auto scope = accelerator.accumulate(*prepared);
+      Tensor loss = prepared->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels).loss;
+      accelerator.backward(loss);
+      if (after_backward) after_backward(accelerator, *prepared);
+      optimizer->step();
+      optimizer->zero_grad();
+    }
+  }
+  return prepared;
+}
+
+// The largest, over parameters, of max|a - b| / max|b|. The scale has a floor of 1e-6: the
+// attention key biases get gradients that are zero in exact arithmetic (softmax ignores a
+// shift shared by all keys), so they stay at rounding level (~1e-13) where relative
+// differences mean nothing.
+double max_relative_difference(const nn::Module& a, const nn::Module& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  ACCEL_CHECK(pa.size() == pb.size(), "models with different parameter counts");
+  double worst = 0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    double diff = (pa[i].second - pb[i].second).abs().max().item<double>();
+    double scale = std::max(pb[i].second.abs().max().item<double>(), 1e-6);
+    worst = std::max(worst, diff / scale);
+  }
+  return worst;
+}
+
+// Rank r's copy of `tensor`, gathered from every rank: (world, numel).
+Tensor gather_rows(ProcessGroup& group, const Tensor& tensor) {
+  Tensor flat = tensor.contiguous().reshape({1, tensor.numel()});
+  Tensor all = empty({group.size(), tensor.numel()}, {tensor.dtype()});
+  group.all_gather(flat, all)->wait();
+  return all;
+}
+
+class TwoBranches : public nn::Module {
+ public:
+  TwoBranches() : Module("TwoBranches") {
+    used = register_parameter("used", ones({4}));
+    sometimes = register_parameter("sometimes", ones({3}));
+    never = register_parameter("never", ones({2}));
+  }
+  Tensor used, sometimes, never;
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// ---- the tests ----
+
+void test_collectives(ProcessGroup& group) {
+  const int world = group.size(), rank = group.rank();
+  for (DType dtype : {kFloat32, kFloat64, kInt64, kInt32, kBFloat16, kFloat16}) {
+    Tensor x = full({5}, rank + 1, {dtype});
+    group.all_reduce(x, Reduce::Sum)->wait();
+    ACCEL_CHECK(x.to(kFloat64).sum().item<double>() == 5.0 * world * (world + 1) / 2, "all_reduce sum ", dtype);
+    Tensor m = full({3}, rank, {dtype});
+    group.all_reduce(m, Reduce::Max)->wait();
+    ACCEL_CHECK(m.to(kFloat64).min().item<double>() == world - 1, "all_reduce max ", dtype);
+  }
+  Tensor avg = full({4, 4}, static_cast<double>(rank), {kFloat32}).transpose(0, 1);  // strided: staged
+  group.all_reduce(avg, Reduce::Avg)->wait();
+  ACCEL_CHECK(allclose(avg, full({4, 4}, (world - 1) / 2.0)), "all_reduce avg on a strided view");
+  ACCEL_CHECK(contains(error_of([&] { Tensor i = ones({2}, {kInt64}); group.all_reduce(i, Reduce::Avg); }),
+                       "avg needs a floating-point tensor"), "avg of int64 is refused");
+
+  Tensor mine = full({2, 3}, static_cast<double>(rank), {kFloat64});
+  Tensor gathered = empty({2 * world, 3}, {kFloat64});
+  group.all_gather(mine, gathered)->wait();
+  for (int r = 0; r < world; ++r) ACCEL_CHECK(equal(gathered.narrow(0, 2 * r, 2), full({2, 3}, r, {kFloat64})), "all_gather");
+
+  Tensor input = arange(world * 3, kFloat32) + static_cast<double>(rank);  // rank r's slice of rank q: 3r..3r+2 + q
+  Tensor output = empty({3}, {kFloat32});
+  group.reduce_scatter(input, output, Reduce::Sum)->wait();
+  Tensor expected = (arange(3, kFloat32) + 3.0 * rank) * static_cast<double>(world) + world * (world - 1) / 2.0;
+  ACCEL_CHECK(allclose(output, expected), "reduce_scatter");
+
+  Tensor value = full({7}, rank == world - 1 ? 42.0 : -1.0, {kBFloat16});
+  group.broadcast(value, world - 1)->wait();
+  ACCEL_CHECK(equal(value, full({7}, 42.0, {kBFloat16})), "broadcast from the last rank");
+  group.barrier();
+}
+
+void test_accelerator_collectives(std::shared_ptr<ProcessGroup> group) {
+  Accelerator accelerator(AcceleratorOptions{}, group);
+  const int world = accelerator.num_processes(), rank = accelerator.process_index();
+  Tensor sum = accelerator.reduce(full({2}, rank + 1.0), "sum");
+  ACCEL_CHECK(allclose(sum, full({2}, world * (world + 1) / 2.0)), "Accelerator::reduce");
+  Tensor ragged = full({rank + 1}, 1.0);
+  Tensor padded = accelerator.pad_across_processes(ragged, 0, -1);
+  ACCEL_CHECK(padded.size(0) == world, "pad_across_processes pads to the longest");
+  ACCEL_CHECK(accelerator.gather(padded).size(0) == world * world, "gather after padding");
+  accelerator.wait_for_everyone();
+}
+
+void test_gather_for_metrics(std::shared_ptr<ProcessGroup> group) {
+  Accelerator accelerator(AcceleratorOptions{}, group);
+  const int64_t world = accelerator.num_processes(), batch_size = 2;
+  const int64_t n = world * batch_size * 3 + 1;  // the last round is padded with repeats
+  data::DataLoaderOptions options;
+  options.batch_size = batch_size;
+  auto loader = std::make_shared<data::DataLoader>(synthetic_features(n, 5), options);
+  auto [batches] = accelerator.prepare(loader);
+  std::vector<int64_t> seen;
+  int64_t labels = 0;
+  for (auto& batch : *batches) {
+    Tensor indices = accelerator.gather_for_metrics(from_vector<int64_t>(batch.indices));
+    for (int64_t index : indices.to_vector<int64_t>()) seen.push_back(index);
+    labels += accelerator.gather_for_metrics(batch.labels).size(0);
+  }
+  ACCEL_CHECK(static_cast<int64_t>(seen.size()) == n && labels == n, "gather_for_metrics returned ", seen.size(),
+              " samples (", labels, " labels) of ", n);
+  std::sort(seen.begin(), seen.end());
+  for (int64_t i = 0; i < n; ++i) ACCEL_CHECK(seen[i] == i, "gather_for_metrics lost or repeated sample ", i);
+}
+
+void test_ddp_matches_single_process(std::shared_ptr<ProcessGroup> group) {
+  const int64_t world = group->size(), batch_size = 2, steps = 20;
+  auto features = synthetic_features(world * batch_size * 10, 11);  // 10 batches per rank per epoch
+  distributed::DistributedDataParallel* ddp = nullptr;
+  auto distributed_model = train(group, features, batch_size, 1, steps, [&](Accelerator& a, nn::Module& m) {
+    ddp = a.ddp_of(m);
+    ACCEL_CHECK(ddp != nullptr && ddp->num_buckets() > 1, "DDP attached with several buckets");
+    ACCEL_CHECK(static_cast<int64_t>(ddp->last_bucket_timings().size()) == ddp->num_buckets(), "bucket timings");
+    for (const auto& timing : ddp->last_bucket_timings()) {
+      ACCEL_CHECK(timing.overlapped_seconds <= timing.communication_seconds, "overlap within communication time");
+    }
+  });
+  auto reference = train(distributed::make_single_process_group(), features, world * batch_size, 1, steps);
+  double difference = max_relative_difference(*distributed_model, *reference);
+  ACCEL_CHECK(difference <= kTolerance, "DDP and single-process weights differ by ", difference, " (relative)");
+  if (group->rank() == 0) {
+    double communication = 0, overlapped = 0;
+    for (const auto& timing : ddp->last_bucket_timings()) {
+      communication += timing.communication_seconds;
+      overlapped += timing.overlapped_seconds;
+    }
+    std::cout << "  max relative difference " << difference << "; last step: " << ddp->num_buckets()
+              << " buckets, " << communication * 1e3 << " ms of all_reduce, " << overlapped * 1e3
+              << " ms of it during backward" << std::endl;
+  }
+  ACCEL_CHECK(max_relative_difference(*distributed_model, *train(distributed::make_single_process_group(), features,
+                                                                 batch_size, 1, 0)) > 1e-3,
+              "training moved the weights");  // guards against a vacuous comparison
+}
+
+void test_accumulation_with_no_sync(std::shared_ptr<ProcessGroup> group) {
+  const int64_t world = group->size(), batch_size = 2, steps = 20;
+  auto features = synthetic_features(world * batch_size * 10, 13);
+  int64_t local_steps = 0, synced_steps = 0;
+  auto distributed_model = train(group, features, batch_size, 2, steps, [&](Accelerator& a, nn::Module& m) {
+    // Inside no_sync each rank keeps its own gradient; after a sync they are all equal.
+    Tensor rows = gather_rows(*group, m.named_parameters().back().second.grad());
+    bool all_equal = true;
+    for (int64_t r = 1; r < world; ++r) all_equal = all_equal && equal(rows[r], rows[0]);
+    ACCEL_CHECK(all_equal == a.sync_gradients(), a.sync_gradients() ? "synchronized gradients differ across ranks"
+                                                                      : "gradients were synchronized inside no_sync");
+    (a.sync_gradients() ? synced_steps : local_steps) += 1;
+  });
+  ACCEL_CHECK(local_steps == steps && synced_steps == steps, "expected ", steps, " local and ", steps,
+              " synchronizing micro-steps, got ", local_steps, " and ", synced_steps);
+  // Accumulating 2 micro-batches of world * batch_size equals one batch of twice that.
+  auto reference = train(distributed::make_single_process_group(), features, 2 * world * batch_size, 1, steps);
+  double difference = max_relative_difference(*distributed_model, *reference);
+  ACCEL_CHECK(difference <= kTolerance, "DDP with accumulation and single-process weights differ by ", difference);
+  if (group->rank() == 0) std::cout << "  max relative difference " << difference << std::endl;
+}
+
+void test_unused_parameters(std::shared_ptr<ProcessGroup> group) {
+  TwoBranches strict_model;
+  distributed::DistributedDataParallel strict(strict_model, group);
+  std::string message = error_of([&] { (strict_model.used * 2.0).sum().backward(); });
+  ACCEL_CHECK(contains(message, "parameter(s) sometimes, never received no gradient") &&
+                  contains(message, "find_unused_parameters"),
+              "unused parameters are named: got \"", message, "\"");
+
+  // With find_unused_parameters, rank 0 also uses `sometimes`; no rank uses `never`.
+  TwoBranches model;
+  distributed::DistributedDataParallel ddp(model, group, {.find_unused_parameters = true});
+  Tensor loss = (model.used * 2.0).sum();
+  if (group->rank() == 0) loss = loss + (model.sometimes * 3.0).sum();
+  loss.backward();
+  ACCEL_CHECK(allclose(model.used.grad(), full({4}, 2.0)), "used: averaged gradient");
+  ACCEL_CHECK(allclose(model.sometimes.grad(), full({3}, 3.0 / group->size())), "sometimes: rank 0's gradient / world");
+  ACCEL_CHECK(!model.never.grad().defined(), "never: no rank used it, so it keeps no gradient");
+}
+
+void test_timeout(ProcessGroup& group) {
+  ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "1", 1);
+  Tensor x = ones({3});
+  if (group.rank() == 0) {
+    auto work = group.all_reduce(x, Reduce::Sum);
+    std::string message = error_of([&] { work->wait(); });
+    ACCEL_CHECK(contains(message, "all_reduce timed out after 1 s on rank 0 (a peer may have died)"),
+                "timeout message: \"", message, "\"");
+    ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "60", 1);
+    work->wait();  // the late peers arrive: the same handle completes
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    group.all_reduce(x, Reduce::Sum)->wait();
+  }
+  ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "60", 1);
+  ACCEL_CHECK(allclose(x, full({3}, static_cast<double>(group.size()))), "the late all_reduce's result");
+}
+
+}  // namespace
+
+int main() {
+  ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "60", 0);  // a broken test fails in a minute, not five
+  std::shared_ptr<ProcessGroup> group = distributed::make_mpi_group();
+  const bool main_rank = group->rank() == 0;
+  if (main_rank) std::cout << "test_ddp: " << group->size() << " processes" << std::endl;
+
+  int passed = 0, failed = 0;
+  auto run = [&](const char* name, const std::function<void()>& test) {
+    std::string error;
+    try {
+      test();
+    } catch (const std::exception& e) {
+      error = e.what();
+      std::cerr << "[rank " << group->rank() << "] " << name << ": " << error << std::endl;
+    }
+    Tensor any_failed = scalar_tensor(error.empty() ? 0 : 1, kInt32).reshape({1});
+    group->all_reduce(any_failed, Reduce::Max)->wait();
+    const bool ok = any_failed.item<int32_t>() == 0;
+    (ok ? passed : failed) += 1;
+    if (main_rank) std::cout << (ok ? "[  OK  ] " : "[ FAIL ] ") << name << std::endl;
+  };
+  run("collectives", [&] { test_collectives(*group); });
+  run("accelerator_collectives", [&] { test_accelerator_collectives(group); });
+  run("gather_for_metrics_uneven_dataset", [&] { test_gather_for_metrics(group); });
+  run("ddp_matches_single_process", [&] { test_ddp_matches_single_process(group); });
+  run("accumulation_with_no_sync", [&] { test_accumulation_with_no_sync(group); });
+  run("unused_parameters", [&] { test_unused_parameters(group); });
+  run("collective_timeout", [&] { test_timeout(*group); });
+  if (main_rank) std::cout << passed << " passed, " << failed << " failed" << std::endl;
+  return failed == 0 ? 0 : 1;
+}
