@@ -200,8 +200,9 @@ Tensor Accelerator::gather(const Tensor& tensor) {
 
 Tensor Accelerator::gather_for_metrics(const Tensor& tensor) {
   Tensor gathered = gather(tensor);
-  if (!end_of_dataloader_ || last_batch_padding_ == 0) return gathered;
+  if (!end_of_dataloader_) return gathered;
   // The last round duplicated last_batch_padding_ samples (summed over ranks): drop them.
+  // Every rank takes part in the sum, also those without padding: collectives must match.
   int64_t padding_total = reduce(scalar_tensor(last_batch_padding_, kInt64), "sum").item<int64_t>();
   return gathered.narrow(0, 0, gathered.size(0) - padding_total);
 }

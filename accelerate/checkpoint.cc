@@ -124,6 +124,18 @@ std::string Accelerator::next_checkpoint_dir() {
   ProjectConfiguration& project = options_.project_config;
   ACCEL_CHECK(!project.project_dir.empty(), "save_state: no directory given and no project_dir configured");
   fs::path checkpoints = fs::path(project.project_dir) / "checkpoints";
+  // After a resume from an explicit directory the counter may lag the directories already
+  // there; never reuse (and let total_limit delete) a newer name.
+  if (fs::is_directory(checkpoints)) {
+    std::regex pattern("checkpoint_([0-9]+)");
+    for (const auto& entry : fs::directory_iterator(checkpoints)) {
+      std::smatch match;
+      std::string name = entry.path().filename().string();
+      if (entry.is_directory() && std::regex_match(name, match, pattern)) {
+        project.iteration = std::max<int64_t>(project.iteration, std::stoll(match[1]) + 1);
+      }
+    }
+  }
   return (checkpoints / ("checkpoint_" + std::to_string(project.iteration))).string();
 }
 

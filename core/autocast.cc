@@ -3,6 +3,7 @@
 
 #include <unordered_map>
 
+#include "core/autograd/grad_mode.h"
 #include "core/ops.h"
 
 namespace accel {
@@ -42,7 +43,10 @@ DType low_precision_dtype() { return state.dtype; }
 
 Tensor to_low_precision(const Tensor& t) {
   if (!state.enabled || !t.defined() || !t.is_floating_point() || t.dtype() == state.dtype) return t;
-  bool cacheable = t.is_leaf() && t.requires_grad();  // weights: cast once per region
+  // Weights are cast once per region, but only while recording: a cast made under no-grad
+  // has no history, and reusing it later (activation checkpointing re-running a block)
+  // would cut the weights off from their gradients.
+  bool cacheable = t.is_leaf() && t.requires_grad() && GradMode::is_enabled();
   if (!cacheable) return t.to(state.dtype);
   auto it = state.cast_cache.find(t.impl());
   if (it != state.cast_cache.end() && it->second.first == t.version() && it->second.second.dtype() == state.dtype) {

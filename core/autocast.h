@@ -1,6 +1,6 @@
 // Autocast (mixed precision), as torch.autocast: inside an AutocastGuard, matmul and linear
 // cast their inputs to the low-precision dtype (bf16 or fp16; the GEMM accumulates in fp32),
-// while layer_norm, softmax, log_softmax and the losses cast theirs to fp32. Other ops follow
+// while layer_norm, softmax, log_softmax, sum, mean and the losses cast theirs to fp32. Other ops follow
 // type promotion. The casts are recorded ops, so gradients flow back to the fp32 master
 // weights in fp32. Each fp32 leaf (a weight) is cast once per outermost guard and reused.
 #pragma once

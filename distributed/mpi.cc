@@ -70,6 +70,9 @@ class MpiRuntime {
       int code = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
       ACCEL_CHECK(code == MPI_SUCCESS, "MPI_Init_thread failed: ", error_string(code));
       initialized_here_ = true;
+      // Completion calls on non-blocking collectives report errors through MPI_COMM_WORLD's
+      // handler (Open MPI), whose default aborts the job: make them return codes instead.
+      MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     }
     serialized_ = provided < MPI_THREAD_MULTIPLE;
   }

@@ -91,7 +91,7 @@ int main() {
     std::cout << "softplus(x) =\n" << y.detach() << "\nx.grad =\n" << x.grad() << "\ngrad_fn: " << y.grad_fn()->name()
               << "\n";
     Tensor half = softplus(x.detach().to(kBFloat16).slice(0, 0, 5, 2));  // bf16, strided view
-    std::cout << "bf16, every other element: " << half << "\n";
+    std::cout << "bf16, every other element:\n" << half << "\n";
     // [end]
 
     // The forward against a float64 reference.

@@ -1,6 +1,7 @@
 // Activation checkpointing: a forward without recording, a backward node that recomputes.
 #include "nn/checkpoint.h"
 
+#include "core/autocast.h"
 #include "core/autograd/grad_mode.h"
 #include "core/autograd/node.h"
 #include "core/random.h"
@@ -11,6 +12,9 @@ Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) {
   if (!GradMode::is_enabled()) return block(inputs);
   Generator& generator = default_generator();
   const uint64_t seed = generator.seed(), offset = generator.offset();
+  // The recompute runs in backward, usually outside the forward's autocast scope: replay it.
+  const bool autocast_on = autocast::is_enabled();
+  const DType autocast_dtype = autocast::low_precision_dtype();
   Tensor out;
   {
     NoGradGuard no_grad;
@@ -24,7 +28,8 @@ Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) {
     needs_grad.push_back(input.defined() && input.requires_grad());
     edges.push_back(&input);
   }
-  autograd::set_history(out, "CheckpointBackward", edges, [block, saved, needs_grad, seed, offset](const Tensor& grad) {
+  autograd::set_history(out, "CheckpointBackward", edges,
+                        [block, saved, needs_grad, seed, offset, autocast_on, autocast_dtype](const Tensor& grad) {
     std::vector<Tensor> replay_inputs;
     for (size_t i = 0; i < saved.size(); ++i) {
       Tensor input = saved[i].get();
@@ -38,6 +43,7 @@ Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) {
     Tensor recomputed;
     {
       EnableGradGuard enable_grad;
+      AutocastGuard autocast(autocast_dtype, autocast_on);
       recomputed = block(replay_inputs);
     }
     gen.set_state(resume_seed, resume_offset);

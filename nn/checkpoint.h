@@ -15,7 +15,7 @@ using Block = std::function<Tensor(const std::vector<Tensor>&)>;
 // Returns block(inputs). When recording, the result's backward re-runs the block (with the
 // default generator rewound, so dropout draws the same masks) and backpropagates through
 // the re-run: parameters inside the block get their gradients then, inputs get theirs from
-// the node.
+// the node. The re-run uses the forward's autocast state, wherever backward is called.
 Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs);
 
 }  // namespace accel::nn

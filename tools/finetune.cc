@@ -198,6 +198,7 @@ int run(const Args& args) {
   EvalResult best;
   bool have_best = false;
   int64_t global_step = start_epoch * train_loader->size() + train_loader->skip_pending();
+  int64_t optimizer_steps = global_step / args.gradient_accumulation_steps;
   for (int64_t epoch = start_epoch; epoch < args.epochs; ++epoch) {
     model->train();
     for (auto& batch : *train_loader) {
@@ -222,7 +223,11 @@ int run(const Args& args) {
       double lr = scheduler->get_last_lr().front();
       progress.update(global_step, epoch + 1, loss_value, lr, batch.input_ids.size(0) * accelerator.num_processes());
       if (global_step % 10 == 0) accelerator.log({{"train_loss", loss_value}, {"lr", lr}}, global_step);
-      if (args.checkpoint_every > 0 && global_step % args.checkpoint_every == 0) accelerator.save_state();
+      if (accelerator.sync_gradients()) ++optimizer_steps;
+      // Only between optimizer steps: gradients in the middle of accumulation are not saved.
+      if (args.checkpoint_every > 0 && accelerator.sync_gradients() && optimizer_steps % args.checkpoint_every == 0) {
+        accelerator.save_state();
+      }
     }
     EvalResult result = evaluate(accelerator, *model, *eval_loader, regression);
     nlohmann::json row = to_json(result, regression);
@@ -296,7 +301,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", args.seed, "seed for initialization, shuffling and dropout");
   app.add_option("--output-dir", args.output_dir, "where checkpoints, the best model and metrics.json go");
   app.add_option("--resume-from", args.resume_from, "a checkpoint directory written by an earlier run");
-  app.add_option("--checkpoint-every", args.checkpoint_every, "also save_state every N steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--checkpoint-every", args.checkpoint_every, "also save_state every N optimizer steps")->check(CLI::NonNegativeNumber);
   app.add_option("--max-train-samples", args.max_train_samples, "use only the first N training examples");
   app.add_option("--max-eval-samples", args.max_eval_samples, "use only the first N evaluation examples");
   app.add_option("--threads", args.threads, "CPU threads (default: OMP_NUM_THREADS or all cores)");

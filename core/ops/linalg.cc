@@ -90,7 +90,7 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
                 dtype_name(x.dtype()));
   }
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
-  Tensor x2 = x.reshape({-1, in_features});  // (rows, in)
+  Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in_features});  // (rows, in)
   Tensor out2 = Tensor::empty({x2.size(0), out_features}, x.dtype(), x.device());
   {
     NoGradGuard no_grad;
@@ -98,6 +98,7 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
     kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), bias, out2.unsqueeze(0), false);
   }
   autograd::record::linear(out2, x2, weight, bias);
+  if (x.dim() == 2) return out2;
   Shape out_shape = x.sizes();
   out_shape.back() = out_features;
   return out2.reshape(out_shape);

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/autocast.h"
 #include "core/autograd/derivatives.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
@@ -61,7 +62,8 @@ void check_nonempty(const Tensor& x, const Shape& dims, const char* op) {
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
+Tensor sum(const Tensor& x_in, const Shape& dims, bool keepdim) {
+  const Tensor x = autocast::to_full_precision(x_in);  // reductions run in fp32 under autocast
   Shape d = normalize_dims(x, dims, "sum");
   Tensor in = x.is_floating_point() || x.dtype() == kInt64 ? x : x.to(kInt64);  // ints sum in int64, as torch
   Tensor out = run_reduce(ReduceOp::Sum, in, d, keepdim, in.dtype());
@@ -69,7 +71,8 @@ Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
   return out;
 }
 
-Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
+Tensor mean(const Tensor& x_in, const Shape& dims, bool keepdim) {
+  const Tensor x = autocast::to_full_precision(x_in);
   detail::check_floating(x, "mean");
   Shape d = normalize_dims(x, dims, "mean");
   Tensor out = run_reduce(ReduceOp::Mean, x, d, keepdim, x.dtype());
