@@ -70,7 +70,8 @@ EOF
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs"
 echo "== model $model; $count sentences, $threads threads, batch $batch"
-echo "== load before: $(uptime | sed 's/.*load average: //')"
+load_before=$(uptime | sed 's/.*load average: //')
+echo "== load before: $load_before"
 export OMP_NUM_THREADS=$threads
 for ((round = 1; round <= rounds; ++round)); do
   echo "== round $round/$rounds: accel-embed"
@@ -85,18 +86,18 @@ for ((round = 1; round <= rounds; ++round)); do
   if ((round == 1)); then sed -n '1,/^embed_torch:/p' "$logs/torch_$round.log"; fi
   tail -n 1 "$logs/torch_$round.log"
 done
-load=$(uptime | sed 's/.*load average: //')
-echo "== load after: $load"
+load_after=$(uptime | sed 's/.*load average: //')
+echo "== load after: $load_after"
 
 echo
-python3 - "$logs" "$rounds" "$threads" "$batch" "$load" <<'EOF'
+python3 - "$logs" "$rounds" "$threads" "$batch" "$load_before" "$load_after" <<'EOF'
 import json
 import re
 import sys
 
 import numpy as np
 
-logs, rounds, threads, batch, load = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+logs, rounds, threads, batch, load_before, load_after = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
 accel, torch = [], []
 for r in range(1, rounds + 1):
     match = re.search(r"([0-9.]+) sentences/s", open(f"{logs}/accel_{r}.log").read())
@@ -119,8 +120,9 @@ print("|---|---|--:|")
 print(f"| accel-embed | {', '.join(f'{v:.1f}' for v in accel)} | {max(accel):.1f} |")
 print(f"| sentence-transformers (PyTorch) | {', '.join(f'{v:.1f}' for v in torch)} | {max(torch):.1f} |")
 print(f"| accel / torch | | {max(accel) / max(torch):.2f}x |")
-print(f"\nload average after the runs (1, 5, 15 min): {load}")
-print(f"min cosine accel vs torch over {len(reference)} sentences: {min_cosine:.9f}")
+print(f"\nload average (1, 5, 15 min) before the runs: {load_before}; after: {load_after}"
+      f" (the runs themselves add about {threads})")
+print(f"min cosine accel vs torch over {len(reference)} sentences: {min_cosine:.12f}")
 if min_cosine < 0.99999:
     sys.exit(f"embeddings disagree: cosine {min_cosine:.9f} < 0.99999 (accel run {worst[0]}, line {worst[1]} "
              "of sentences.jsonl)")
