@@ -48,9 +48,9 @@ TextInput parse_record(const std::string& line) {
 }
 
 int run_tokenize(const TokenizeArgs& args) {
-  models::BertTokenizer tokenizer = args.model_dir.empty()
-                                        ? models::BertTokenizer::from_vocab(args.vocab_file)
-                                        : models::BertTokenizer::from_pretrained(models::resolve_model_dir(args.model_dir));
+  models::BertTokenizer tokenizer =
+      args.model_dir.empty() ? models::BertTokenizer::from_vocab(args.vocab_file)
+                             : models::BertTokenizer::from_pretrained(models::resolve_model_dir(args.model_dir));
   models::EncodeOptions options;
   options.add_special_tokens = !args.no_special_tokens;
   if (args.max_length > 0) {

@@ -260,13 +260,15 @@ int main(int argc, char** argv) {
   auto* normalize = app.add_flag("--normalize", args.normalize,
                                  "L2-normalize the embeddings (default: when modules.json lists Normalize)");
   app.add_flag("--no-normalize", args.no_normalize, "do not normalize")->excludes(normalize);
-  app.add_option("--batch-size", args.batch_size, "sentences per forward pass")->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", args.batch_size, "sentences per forward pass (default 32)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-length", args.max_length,
                  "truncate to this many tokens (default: sentence_bert_config.json, else the model's limit)")
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", args.threads, "CPU threads (default: OMP_NUM_THREADS or all cores)")
       ->check(CLI::PositiveNumber);
-  auto* jsonl = app.add_flag("--jsonl", args.jsonl, "input is JSON Lines: \"text\" or {\"text\": ..., \"text_pair\": ...}");
+  auto* jsonl =
+      app.add_flag("--jsonl", args.jsonl, "input is JSON Lines: \"text\" or {\"text\": ..., \"text_pair\": ...}");
   app.add_flag("--text", args.text, "input is plain text, one sentence per line, even if a line looks like JSON")
       ->excludes(jsonl);
   app.footer("Without --jsonl or --text, the input is JSON Lines when its first line is a JSON string or object.");
