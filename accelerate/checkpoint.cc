@@ -101,6 +101,20 @@ nlohmann::json checksums(const fs::path& dir) {
   return files;
 }
 
+// The checkpoint_N directories under `checkpoints`, sorted by N.
+std::vector<std::pair<int64_t, fs::path>> numbered_checkpoints(const fs::path& checkpoints) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  if (!fs::is_directory(checkpoints)) return found;
+  std::regex pattern("checkpoint_([0-9]+)");
+  for (const auto& entry : fs::directory_iterator(checkpoints)) {
+    std::smatch match;
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(name, match, pattern)) found.emplace_back(std::stoll(match[1]), entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 }  // namespace
 
 // Verifies a checkpoint directory against its manifest; throws naming the first problem.
@@ -126,16 +140,7 @@ std::string Accelerator::next_checkpoint_dir() {
   fs::path checkpoints = fs::path(project.project_dir) / "checkpoints";
   // After a resume from an explicit directory the counter may lag the directories already
   // there; never reuse (and let total_limit delete) a newer name.
-  if (fs::is_directory(checkpoints)) {
-    std::regex pattern("checkpoint_([0-9]+)");
-    for (const auto& entry : fs::directory_iterator(checkpoints)) {
-      std::smatch match;
-      std::string name = entry.path().filename().string();
-      if (entry.is_directory() && std::regex_match(name, match, pattern)) {
-        project.iteration = std::max<int64_t>(project.iteration, std::stoll(match[1]) + 1);
-      }
-    }
-  }
+  for (const auto& [n, path] : numbered_checkpoints(checkpoints)) project.iteration = std::max(project.iteration, n + 1);
   return (checkpoints / ("checkpoint_" + std::to_string(project.iteration))).string();
 }
 
@@ -209,16 +214,7 @@ std::string Accelerator::save_state(const std::string& requested_dir) {
       project.iteration += 1;
       if (project.total_limit) {
         // Keep the newest total_limit checkpoint_N directories.
-        std::vector<std::pair<int64_t, fs::path>> existing;
-        std::regex pattern("checkpoint_([0-9]+)");
-        for (const auto& entry : fs::directory_iterator(final_dir.parent_path())) {
-          std::smatch match;
-          std::string name = entry.path().filename().string();
-          if (entry.is_directory() && std::regex_match(name, match, pattern)) {
-            existing.emplace_back(std::stoll(match[1]), entry.path());
-          }
-        }
-        std::sort(existing.begin(), existing.end());
+        std::vector<std::pair<int64_t, fs::path>> existing = numbered_checkpoints(final_dir.parent_path());
         while (static_cast<int64_t>(existing.size()) > *project.total_limit) {
           fs::remove_all(existing.front().second);
           existing.erase(existing.begin());
@@ -238,13 +234,8 @@ void Accelerator::load_state(const std::string& requested_dir) {
     fs::path checkpoints = fs::path(options_.project_config.project_dir) / "checkpoints";
     ACCEL_CHECK(!options_.project_config.project_dir.empty() && fs::is_directory(checkpoints),
                 "load_state: no directory given and no checkpoints under project_dir");
-    int64_t newest = -1;
-    std::regex pattern("checkpoint_([0-9]+)");
-    for (const auto& entry : fs::directory_iterator(checkpoints)) {
-      std::smatch match;
-      std::string name = entry.path().filename().string();
-      if (entry.is_directory() && std::regex_match(name, match, pattern)) newest = std::max<int64_t>(newest, std::stoll(match[1]));
-    }
+    std::vector<std::pair<int64_t, fs::path>> existing = numbered_checkpoints(checkpoints);
+    int64_t newest = existing.empty() ? -1 : existing.back().first;
     ACCEL_CHECK(newest >= 0, "load_state: no checkpoint_N directory under ", checkpoints.string());
     dir = (checkpoints / ("checkpoint_" + std::to_string(newest))).string();
     options_.project_config.iteration = newest + 1;
