@@ -45,6 +45,7 @@ AcceleratorOptions AcceleratorOptions::from_env(AcceleratorOptions base) {
     std::stringstream list(*v);
     for (std::string item; std::getline(list, item, ',');) base.log_with.push_back(item);
   }
+  if (auto v = env("ACCEL_ZERO_STAGE"); v && base.zero_stage == 0) base.zero_stage = static_cast<int>(env_int("ACCEL_ZERO_STAGE", *v));
   if (auto v = env("ACCEL_DDP_BUCKET_MB"); v && base.ddp.bucket_bytes == distributed::DDPOptions{}.bucket_bytes) {
     char* end = nullptr;
     double mb = std::strtod(v->c_str(), &end);
@@ -69,10 +70,14 @@ void AcceleratedOptimizer::step() {
     optimizer_->step();
     accelerator_.step_was_skipped_ = false;
   }
+  // Every process skipped or stepped alike (the scaler agrees on inf/NaN across them).
+  if (accelerator_.zero_ && !accelerator_.step_was_skipped_) accelerator_.zero_->after_optimizer_step();
 }
 
 void AcceleratedOptimizer::zero_grad(bool set_to_none) {
-  if (accelerator_.sync_gradients()) optimizer_->zero_grad(set_to_none);
+  if (!accelerator_.sync_gradients()) return;
+  optimizer_->zero_grad(set_to_none);
+  if (accelerator_.zero_) accelerator_.zero_->zero_grad();
 }
 
 AcceleratedScheduler::AcceleratedScheduler(std::shared_ptr<nn::LRScheduler> scheduler, Accelerator& accelerator)
@@ -118,6 +123,8 @@ Accelerator::Accelerator(AcceleratorOptions options, std::shared_ptr<distributed
   const std::string& mp = options_.mixed_precision;
   ACCEL_CHECK(mp == "no" || mp == "fp16" || mp == "bf16", "Accelerator: mixed_precision must be no, fp16 or bf16, got \"",
               mp, "\"");
+  ACCEL_CHECK(options_.zero_stage >= 0 && options_.zero_stage <= 3, "Accelerator: zero_stage must be 0, 1, 2 or 3, "
+              "got ", options_.zero_stage);
   ACCEL_CHECK(options_.gradient_accumulation_steps >= 1, "Accelerator: gradient_accumulation_steps must be at least 1, "
               "got ", options_.gradient_accumulation_steps);
   for (const std::string& tracker : options_.log_with) {
@@ -137,9 +144,31 @@ void Accelerator::prepare_model(std::shared_ptr<nn::Module> model) {
   if (num_processes() > 1) {
     NoGradGuard no_grad;
     for (Tensor& p : model->parameters()) group_->broadcast(p, 0)->wait();
-    ddp_[model.get()] = std::make_unique<distributed::DistributedDataParallel>(*model, group_, options_.ddp);
+    if (options_.zero_stage == 0) {
+      ddp_[model.get()] = std::make_unique<distributed::DistributedDataParallel>(*model, group_, options_.ddp);
+    }
   }
   models_.push_back(std::move(model));
+  attach_zero();
+}
+
+// ZeRO needs the model and its optimizer together; whichever prepare() sees second attaches it.
+void Accelerator::attach_zero() {
+  if (options_.zero_stage == 0 || zero_ || models_.empty() || optimizers_.empty()) return;
+  ACCEL_CHECK(models_.size() == 1 && optimizers_.size() == 1, "Accelerator: ZeRO shards one model and its optimizer; "
+              "got ", models_.size(), " models and ", optimizers_.size(), " optimizers");
+  zero_ = std::make_unique<distributed::ZeroEngine>(
+      *models_[0], optimizers_[0]->optimizer(), group_,
+      distributed::ZeroOptions{.stage = options_.zero_stage, .bucket_bytes = options_.ddp.bucket_bytes});
+  if (scaler_) scaler_->set_process_group(group_);  // shards differ: agree on inf/NaN
+}
+
+std::map<std::string, Tensor> Accelerator::get_state_dict(const nn::Module& model) {
+  if (zero_ && !models_.empty() && models_[0].get() == &model) return zero_->full_state_dict();
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> state;
+  for (auto& [name, tensor] : model.state_dict()) state[name] = tensor.clone();
+  return state;
 }
 
 distributed::DistributedDataParallel* Accelerator::ddp_of(const nn::Module& model) const {
@@ -173,6 +202,7 @@ Accelerator::AccumulateScope::AccumulateScope(Accelerator& accelerator, nn::Modu
   accelerator_.sync_gradients_ = accelerator_.end_of_dataloader_ ||
                                  accelerator_.accumulation_step_ % accelerator_.options_.gradient_accumulation_steps == 0;
   for (auto& [model, ddp] : accelerator_.ddp_) ddp->set_require_backward_grad_sync(accelerator_.sync_gradients_);
+  if (accelerator_.zero_) accelerator_.zero_->set_require_backward_grad_sync(accelerator_.sync_gradients_);
 }
 
 Accelerator::AccumulateScope::~AccumulateScope() = default;
@@ -186,6 +216,8 @@ double Accelerator::clip_grad_norm_(const std::vector<Tensor>& parameters, doubl
   if (scaler_) {
     for (auto& optimizer : optimizers_) scaler_->unscale_(optimizer->optimizer());
   }
+  // Under ZeRO the gradients live in shards: the norm is over every process's shard.
+  if (zero_) return zero_->clip_grad_norm_(max_norm, norm_type);
   return nn::clip_grad_norm_(parameters, max_norm, norm_type);
 }
 

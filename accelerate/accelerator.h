@@ -31,6 +31,7 @@
 #include "core/autocast.h"
 #include "distributed/ddp.h"
 #include "distributed/process_group.h"
+#include "distributed/zero.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
 
@@ -53,9 +54,12 @@ struct AcceleratorOptions {
   std::vector<std::string> log_with;   // "jsonl", "tensorboard"
   bool even_batches = true;
   distributed::DDPOptions ddp;         // with several processes: bucket size, find_unused_parameters
+  // ZeRO stage 0 (plain data parallelism) to 3 (distributed/zero.h); it takes over from DDP
+  // once prepare() has seen the model and its optimizer. Its buckets are ddp.bucket_bytes.
+  int zero_stage = 0;
   // Fills unset options from ACCEL_MIXED_PRECISION, ACCEL_GRADIENT_ACCUMULATION_STEPS,
-  // ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH (what `accel launch` sets)
-  // and ACCEL_DDP_BUCKET_MB.
+  // ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH, ACCEL_ZERO_STAGE (what
+  // `accel launch` sets) and ACCEL_DDP_BUCKET_MB.
   static AcceleratorOptions from_env(AcceleratorOptions base);
   static AcceleratorOptions from_env() { return from_env(AcceleratorOptions{}); }
 };
@@ -177,6 +181,11 @@ class Accelerator {
   std::shared_ptr<M> unwrap_model(const std::shared_ptr<M>& model) const { return model; }
   // The DDP reducer prepare() attached to `model` (several processes), else null.
   distributed::DistributedDataParallel* ddp_of(const nn::Module& model) const;
+  // The ZeRO engine (zero_stage 1-3, once the model and its optimizer are prepared), else null.
+  distributed::ZeroEngine* zero() const { return zero_.get(); }
+  // The model's full weights (HF names), copies; gathers them under ZeRO stage 3, so every
+  // process must call it then (Accelerate's get_state_dict).
+  std::map<std::string, Tensor> get_state_dict(const nn::Module& model);
 
   // ---- training step ----
   void backward(const Tensor& loss);
@@ -254,6 +263,7 @@ class Accelerator {
     } else if constexpr (std::is_base_of_v<nn::Optimizer, T>) {
       auto prepared = std::make_shared<AcceleratedOptimizer>(object, *this);
       optimizers_.push_back(prepared);
+      attach_zero();
       return prepared;
     } else if constexpr (std::is_same_v<T, nn::LRScheduler>) {
       auto prepared = std::make_shared<AcceleratedScheduler>(object, *this);
@@ -269,6 +279,7 @@ class Accelerator {
     }
   }
   void prepare_model(std::shared_ptr<nn::Module> model);
+  void attach_zero();
   void prepare_loader(data::DataLoader& loader);
   void on_batch(const data::Batch& batch, bool is_last);
   std::string next_checkpoint_dir();
@@ -284,6 +295,7 @@ class Accelerator {
   int64_t last_batch_padding_ = 0;
   std::vector<std::shared_ptr<nn::Module>> models_;
   std::map<const nn::Module*, std::unique_ptr<distributed::DistributedDataParallel>> ddp_;
+  std::unique_ptr<distributed::ZeroEngine> zero_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
   std::vector<std::shared_ptr<PreparedDataLoader>> loaders_;

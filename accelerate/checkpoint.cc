@@ -7,6 +7,11 @@
 //   dataloader.json                                              epoch and batches consumed, per loader
 //   custom_checkpoint_<i>.safetensors/.json                      register_for_checkpointing objects
 //   accelerator.json                                             step counter
+// Under ZeRO (stages 1-3) the model and optimizer are saved as each rank holds them instead:
+//   zero.json                                                    the partition (ZeroEngine::layout)
+//   zero_model_rank_<r>.safetensors                              rank r's parameter shards
+//   optimizer_rank_<r>.safetensors + .json                       rank r's optimizer state
+// `accel merge-weights` consolidates the shards into one model.safetensors.
 //   accel_checkpoint.json                                        written last: SHA-256 of every file
 // Everything is written into "<dir>.incomplete" and renamed into place only when complete,
 // so a crash mid-save leaves the previous checkpoint intact and never a half one under the
@@ -159,12 +164,20 @@ std::string Accelerator::save_state(const std::string& requested_dir) {
   wait_for_everyone();
 
   NoGradGuard no_grad;
+  if (zero_) {
+    const std::string rank = std::to_string(process_index());
+    safetensors::save((staging / ("zero_model_rank_" + rank + ".safetensors")).string(), zero_->parameter_shards());
+    nn::OptimizerState state = optimizers_[0]->optimizer().state_dict();
+    safetensors::save((staging / ("optimizer_rank_" + rank + ".safetensors")).string(), state.tensors);
+    write_json(staging / ("optimizer_rank_" + rank + ".json"), state.meta);
+    if (is_main_process()) write_json(staging / "zero.json", zero_->layout());
+  }
   if (is_main_process()) {
-    for (size_t i = 0; i < models_.size(); ++i) {
+    for (size_t i = 0; i < models_.size() && !zero_; ++i) {
       safetensors::save((staging / indexed("model", i, ".safetensors")).string(), models_[i]->state_dict(),
                         {{"format", "pt"}});
     }
-    for (size_t i = 0; i < optimizers_.size(); ++i) {
+    for (size_t i = 0; i < optimizers_.size() && !zero_; ++i) {
       nn::OptimizerState state = optimizers_[i]->optimizer().state_dict();
       safetensors::save((staging / indexed("optimizer", i, ".safetensors")).string(), state.tensors);
       write_json(staging / indexed("optimizer", i, ".json"), state.meta);
@@ -246,7 +259,20 @@ void Accelerator::load_state(const std::string& requested_dir) {
   ACCEL_CHECK(accelerator_meta.value("num_processes", 1) == num_processes(), dir, ": saved by ",
               accelerator_meta.value("num_processes", 1), " processes but loading with ", num_processes());
 
-  for (size_t i = 0; i < models_.size(); ++i) {
+  ACCEL_CHECK(fs::exists(root / "zero.json") == (zero_ != nullptr), dir, ": ",
+              zero_ ? "was not saved under ZeRO, but this run uses ZeRO stage " + std::to_string(zero_->stage())
+                    : std::string("holds ZeRO shards, but this run does not use ZeRO (consolidate them with "
+                                  "`accel merge-weights` and load the weights)"));
+  if (zero_) {
+    const std::string rank = std::to_string(process_index());
+    zero_->load_parameter_shards(safetensors::load((root / ("zero_model_rank_" + rank + ".safetensors")).string()).tensors,
+                                 read_json(root / "zero.json"));
+    nn::OptimizerState state;
+    state.tensors = safetensors::load((root / ("optimizer_rank_" + rank + ".safetensors")).string()).tensors;
+    state.meta = read_json(root / ("optimizer_rank_" + rank + ".json"));
+    optimizers_[0]->optimizer().load_state_dict(state);
+  }
+  for (size_t i = 0; i < models_.size() && !zero_; ++i) {
     fs::path file = root / indexed("model", i, ".safetensors");
     try {
       models_[i]->load_state_dict(safetensors::load(file.string()).tensors, /*strict=*/true);
@@ -255,7 +281,7 @@ void Accelerator::load_state(const std::string& requested_dir) {
                  e.what());
     }
   }
-  for (size_t i = 0; i < optimizers_.size(); ++i) {
+  for (size_t i = 0; i < optimizers_.size() && !zero_; ++i) {
     nn::OptimizerState state;
     state.tensors = safetensors::load((root / indexed("optimizer", i, ".safetensors")).string()).tensors;
     state.meta = read_json(root / indexed("optimizer", i, ".json"));
@@ -286,10 +312,10 @@ void Accelerator::register_for_checkpointing(std::shared_ptr<Checkpointable> obj
 }
 
 void Accelerator::save_model(const nn::Module& model, const std::string& dir, int64_t max_shard_size) {
-  if (!is_main_process()) return;
   ACCEL_CHECK(max_shard_size > 0, "save_model: max_shard_size must be positive");
+  std::map<std::string, Tensor> state = get_state_dict(model);  // collective under ZeRO stage 3
+  if (!is_main_process()) return;
   fs::create_directories(dir);
-  std::map<std::string, Tensor> state = model.state_dict();
   // Greedy shards in name order, as transformers' shard_checkpoint.
   std::vector<std::map<std::string, Tensor>> shards(1);
   int64_t shard_bytes = 0;

@@ -30,6 +30,11 @@ void GradScaler::unscale_(nn::Optimizer& optimizer) {
       if (!found_inf_ && !std::isfinite(amax(abs(g)).item_double())) found_inf_ = true;
     }
   }
+  if (group_) {
+    Tensor any = scalar_tensor(found_inf_ ? 1 : 0, kInt32).reshape({1});
+    group_->all_reduce(any, distributed::Reduce::Max)->wait();
+    found_inf_ = any.item<int32_t>() != 0;
+  }
   unscaled_ = true;
 }
 

@@ -7,6 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
+
+#include "distributed/process_group.h"
 #include "nn/optim.h"
 
 namespace accel {
@@ -31,6 +34,10 @@ class GradScaler {
   // Adjusts the scale for the next iteration; call once per step after step().
   void update();
 
+  // With gradients sharded across processes (ZeRO), each sees only its shard: unscale_ then
+  // agrees with the group on whether any process found an inf/NaN.
+  void set_process_group(std::shared_ptr<distributed::ProcessGroup> group) { group_ = std::move(group); }
+
   double get_scale() const { return scale_; }
   bool is_enabled() const { return options_.enabled; }
   nlohmann::json state_dict() const;
@@ -42,6 +49,7 @@ class GradScaler {
   int64_t growth_tracker_ = 0;
   bool unscaled_ = false;
   bool found_inf_ = false;
+  std::shared_ptr<distributed::ProcessGroup> group_;
 };
 
 }  // namespace accel

@@ -52,6 +52,20 @@ StorageImpl::StorageImpl(size_t nbytes, Device device)
 StorageImpl::StorageImpl(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter)
     : data_(data), nbytes_(nbytes), device_(device), deleter_(std::move(deleter)) {}
 
+void StorageImpl::release() {
+  ACCEL_CHECK(!deleter_, "Storage::release: the memory is owned elsewhere (a mapped file or user buffer)");
+  if (released_) return;
+  if (data_ != nullptr) get_allocator(device_.type)->deallocate(data_, nbytes_, device_);
+  data_ = nullptr;
+  released_ = true;
+}
+
+void StorageImpl::reallocate() {
+  if (!released_) return;
+  data_ = get_allocator(device_.type)->allocate(nbytes_, device_);
+  released_ = false;
+}
+
 StorageImpl::~StorageImpl() {
   if (deleter_) {
     deleter_(data_);

@@ -38,6 +38,14 @@ class StorageImpl {
 
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
+
+  // Frees the bytes but keeps this object, so every tensor viewing it (a module's handle, a
+  // tensor autograd saved) stays valid and sees the data again after reallocate(), which
+  // brings back nbytes() of uninitialized memory. This is how ZeRO stage 3 drops a
+  // parameter between uses (FSDP's storage.resize_(0)). Only for allocator-owned storage.
+  void release();
+  void reallocate();
+  bool is_released() const { return released_; }
   Device device() const { return device_; }
 
   // Bumped by every in-place write through any tensor that views this storage.
@@ -50,6 +58,7 @@ class StorageImpl {
   Device device_;
   std::function<void(void*)> deleter_;  // empty: returned to the device allocator
   std::atomic<uint64_t> version_{0};
+  bool released_ = false;
 };
 
 using Storage = std::shared_ptr<StorageImpl>;

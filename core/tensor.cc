@@ -60,7 +60,13 @@ bool Tensor::is_contiguous() const {
 
 void* Tensor::data_ptr() const {
   char* base = static_cast<char*>(storage()->data());
-  return base == nullptr ? nullptr : base + storage_offset() * element_size();
+  if (base == nullptr) {
+    ACCEL_CHECK(!storage()->is_released(), "a tensor of shape ", shape_string(), " has released data: it is a "
+                "parameter that ZeRO stage 3 holds sharded across processes. Its full value exists only during "
+                "its module's forward and backward; gather it first (Accelerator::get_state_dict)");
+    return nullptr;
+  }
+  return base + storage_offset() * element_size();
 }
 
 void Tensor::check_dtype(DType expected, const char* op) const {

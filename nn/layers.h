@@ -13,7 +13,10 @@ namespace accel::nn {
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true);
-  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) const {
+    return run_forward([&] { return linear(x, weight, bias); });
+  }
+  bool runs_forward_hooks() const override { return true; }
   Tensor weight, bias;
 };
 
@@ -22,7 +25,10 @@ class Linear : public Module {
 class Embedding : public Module {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim, std::optional<int64_t> padding_idx = std::nullopt);
-  Tensor forward(const Tensor& indices) const { return embedding(weight, indices, padding_idx); }
+  Tensor forward(const Tensor& indices) const {
+    return run_forward([&] { return embedding(weight, indices, padding_idx); });
+  }
+  bool runs_forward_hooks() const override { return true; }
   Tensor weight;
   std::optional<int64_t> padding_idx;
 };
@@ -31,7 +37,10 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(Shape normalized_shape, double eps = 1e-5, bool elementwise_affine = true);
   explicit LayerNorm(int64_t size, double eps = 1e-5) : LayerNorm(Shape{size}, eps) {}
-  Tensor forward(const Tensor& x) const { return layer_norm(x, normalized_shape, weight, bias, eps); }
+  Tensor forward(const Tensor& x) const {
+    return run_forward([&] { return layer_norm(x, normalized_shape, weight, bias, eps); });
+  }
+  bool runs_forward_hooks() const override { return true; }
   Shape normalized_shape;
   double eps;
   Tensor weight, bias;

@@ -28,6 +28,19 @@ struct LoadReport {
   std::string str() const;
 };
 
+class Module;
+
+// Hooks around a layer's forward: what ZeRO stage 3 hangs on every layer that holds
+// parameters, to gather them just before they are used and release them after.
+// before_forward runs before the layer reads its parameters; after_forward gets the output
+// (to hook its gradient, which arrives just before the layer's backward needs them again).
+class ForwardHooks {
+ public:
+  virtual ~ForwardHooks() = default;
+  virtual void before_forward(const Module& module) = 0;
+  virtual void after_forward(const Module& module, const Tensor& output) = 0;
+};
+
 class Module {
  public:
   explicit Module(std::string type_name) : type_name_(std::move(type_name)) {}
@@ -62,7 +75,22 @@ class Module {
 
   void zero_grad(bool set_to_none = true);
 
+  // Hooks for this module only (not its children); null removes them. Only modules whose
+  // forward runs through run_forward() call them (runs_forward_hooks()).
+  void set_forward_hooks(std::shared_ptr<ForwardHooks> hooks) { forward_hooks_ = std::move(hooks); }
+  virtual bool runs_forward_hooks() const { return false; }
+
  protected:
+  // A layer's forward body, between the hooks (if any are set).
+  template <typename Forward>
+  Tensor run_forward(Forward&& forward) const {
+    if (!forward_hooks_) return forward();
+    forward_hooks_->before_forward(*this);
+    Tensor output = forward();
+    forward_hooks_->after_forward(*this, output);
+    return output;
+  }
+
   Tensor register_parameter(const std::string& name, Tensor tensor, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor tensor);
   template <typename M>
@@ -82,6 +110,7 @@ class Module {
   NamedTensors parameters_;
   NamedTensors buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::shared_ptr<ForwardHooks> forward_hooks_;
 };
 
 // Children named "0", "1", ... as torch.nn.ModuleList (BERT's encoder.layer.N).

@@ -46,6 +46,25 @@ void Optimizer::zero_grad(bool set_to_none) {
   }
 }
 
+void Optimizer::replace_parameters(std::vector<std::vector<Tensor>> params_per_group) {
+  ACCEL_CHECK(params_per_group.size() == groups_.size(), "optimizer: replace_parameters got ", params_per_group.size(),
+              " groups for an optimizer of ", groups_.size());
+  ACCEL_CHECK(state_dict().tensors.empty(), "optimizer: cannot replace the parameters of an optimizer that has "
+              "already stepped (its state belongs to the old parameters)");
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    for (const Tensor& p : params_per_group[i]) {
+      ACCEL_CHECK(p.is_leaf() && p.requires_grad(), "optimizer: can only optimize leaf tensors that require grad");
+    }
+    groups_[i].params = std::move(params_per_group[i]);
+  }
+}
+
+int64_t Optimizer::state_bytes() const {
+  int64_t bytes = 0;
+  for (auto& [name, tensor] : state_dict().tensors) bytes += static_cast<int64_t>(tensor.nbytes());
+  return bytes;
+}
+
 std::vector<Tensor> Optimizer::all_params() const {
   std::vector<Tensor> out;
   for (const ParamGroup& g : groups_) out.insert(out.end(), g.params.begin(), g.params.end());
@@ -205,7 +224,7 @@ void AdamW::load_state_dict(const OptimizerState& state) {
   }
 }
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type) {
+double grad_norm_partial(const std::vector<Tensor>& params, double norm_type) {
   NoGradGuard no_grad;
   bool infinity = std::isinf(norm_type);
   double total = 0.0;
@@ -216,13 +235,26 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
     else if (norm_type == 2.0) total += sum(g * g).item_double();
     else total += sum(pow(abs(g), norm_type)).item_double();
   }
-  if (!infinity) total = std::pow(total, 1.0 / norm_type);
-  double coefficient = max_norm / (total + 1e-6);
+  return total;
+}
+
+double grad_norm_from_partial(double partial, double norm_type) {
+  return std::isinf(norm_type) ? partial : std::pow(partial, 1.0 / norm_type);
+}
+
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total_norm) {
+  NoGradGuard no_grad;
+  double coefficient = max_norm / (total_norm + 1e-6);
   if (coefficient < 1.0) {
     for (Tensor p : params) {  // a handle copy: the gradient is scaled in place
       if (p.grad().defined()) p.mutable_grad().mul_(coefficient);
     }
   }
+}
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type) {
+  double total = grad_norm_from_partial(grad_norm_partial(params, norm_type), norm_type);
+  clip_grads_to_norm(params, max_norm, total);
   return total;
 }
 
