@@ -10,11 +10,6 @@
 // engine callback, autograd::queue_callback) every bucket is waited for and the averages are
 // copied back into .grad.
 //
-// Known problem: in a build with ACCEL_CUDA=ON (even with no GPU present), the DDP tests
-// under mpirun (tests/distributed/test_ddp_main.cc) end with weights far from single-process
-// training, while the same sources built with ACCEL_CUDA=OFF match to 5e-7. Not yet
-// understood; the test suite runs on a CPU build until it is.
-//
 // It is not a module wrapper: the model is called as before; DDP only hangs hooks on its
 // parameters. Broadcasting the initial weights is the caller's job (Accelerator::prepare
 // does it before attaching DDP).
