@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   accel::tools::add_launch_command(app);
   accel::tools::add_config_command(app);
   accel::tools::add_env_command(app);
+  accel::tools::add_estimate_memory_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
