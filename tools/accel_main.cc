@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   accel::tools::add_config_command(app);
   accel::tools::add_env_command(app);
   accel::tools::add_merge_weights_command(app);
+  accel::tools::add_estimate_memory_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,6 +13,7 @@ void add_launch_command(CLI::App& app);
 void add_config_command(CLI::App& app);
 void add_env_command(CLI::App& app);
 void add_merge_weights_command(CLI::App& app);
+void add_estimate_memory_command(CLI::App& app);
 
 // Registry of subcommand actions, filled by the add_* functions.
 void register_action(CLI::App* subcommand, std::function<int()> action);

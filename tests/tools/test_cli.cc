@@ -1,6 +1,7 @@
 // tests/tools/test_cli.cc: the command-line programs run as a user runs them, through a
 // shell (popen), on the shared fixtures: `accel tokenize` must give the tokenizer's ids,
-// `accel inspect` must list a checkpoint's tensors, bad flags and bad input must fail with a
+// `accel inspect` must list a checkpoint's tensors, `accel estimate-memory` must give the ZeRO
+// paper's figures and the built model's parameter count, bad flags and bad input must fail with a
 // message, and accel-embed must write one row per sentence, in input order whatever the
 // batching, with unit norm when normalizing. No network.
 #include <gmock/gmock.h>
@@ -8,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +20,8 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "models/bert.h"
+#include "models/bert_memory.h"
 #include "models/tokenizer.h"
 
 namespace accel::tools {
@@ -156,6 +160,93 @@ TEST(AccelInspect, ListsTheTensors) {
   Result missing = run(kAccel + " inspect /nonexistent.safetensors");
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent.safetensors"));
+}
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> objects;
+  for (const std::string& line : lines_of(text)) objects.push_back(json::parse(line));
+  return objects;
+}
+
+// The ZeRO paper's example (figure 1): 7.5B parameters, 64 ranks, mixed-precision Adam.
+TEST(AccelEstimateMemory, ZeroPapersExample) {
+  for (const std::string& dtype : {std::string(" --dtype fp16"), std::string("")}) {  // fp16 is the default
+    Result table = run(kAccel + " estimate-memory --params 7.5e9 --num_processes 64" + dtype);
+    ASSERT_EQ(table.exit_code, 0) << table.err;
+    EXPECT_THAT(table.out, HasSubstr("7,500,000,000"));
+    EXPECT_THAT(table.out, HasSubstr("p = 2, g = 2, K = 12"));
+    std::vector<std::string> rows;
+    for (const std::string& line : lines_of(table.out)) {
+      if (!line.empty() && std::isdigit(static_cast<unsigned char>(line[0]))) rows.push_back(line);
+    }
+    ASSERT_EQ(rows.size(), 4u) << table.out;
+    const std::vector<std::string> totals = {"120.0 GB", "31.4 GB", "16.6 GB", "1.9 GB"};
+    for (size_t stage = 0; stage < 4; ++stage) {
+      EXPECT_EQ(rows[stage].substr(0, 1), std::to_string(stage));
+      EXPECT_EQ(rows[stage].substr(rows[stage].size() - totals[stage].size()), totals[stage]) << rows[stage];
+    }
+  }
+  Result one = run(kAccel + " estimate-memory --params 7.5B --num_processes 64 --zero_stage 1 --json");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  std::vector<json> objects = json_lines(one.out);
+  ASSERT_EQ(objects.size(), 1u) << one.out;
+  EXPECT_EQ(objects[0]["zero_stage"], 1);
+  EXPECT_EQ(objects[0]["num_parameters"], 7'500'000'000);
+  EXPECT_EQ(objects[0]["optimizer_states_bytes"], 1'406'250'000);
+  EXPECT_EQ(objects[0]["total_bytes"], 31'406'250'000);
+  EXPECT_FALSE(objects[0].contains("activations_bytes"));
+}
+
+TEST(AccelEstimateMemory, CountsTheModelAndItsActivations) {
+  const models::BertConfig config = models::BertConfig::from_file(kTinyBertDir + "/config.json");
+  const int64_t num_parameters = models::BertForSequenceClassification(config).num_parameters();
+  Result r = run(kAccel + " estimate-memory --model '" + kTinyBertDir +
+                 "' --dtype fp32 --num_processes 2 --batch-size 4 --seq-len 16 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<json> objects = json_lines(r.out);
+  ASSERT_EQ(objects.size(), 4u) << r.out;
+  const int64_t activations = models::bert_training_activations(config, 4, 16, false).total_bytes();
+  for (const json& stage : objects) {
+    EXPECT_EQ(stage["num_parameters"], num_parameters);
+    EXPECT_EQ(stage["activations_bytes"], activations);
+    EXPECT_EQ(stage["total_bytes"], stage["model_states_bytes"].get<int64_t>() + activations);
+  }
+  EXPECT_EQ(objects[0]["model_states_bytes"], 16 * num_parameters);  // fp32 Adam: 4 + 4 + 8 bytes
+  Result table = run(kAccel + " estimate-memory --model '" + kTinyBertDir + "' --batch-size 4 --seq-len 16");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("an estimate"));
+  EXPECT_THAT(table.out, HasSubstr("attention probabilities (B, heads, T, T)"));
+  EXPECT_THAT(table.out, HasSubstr("activations"));
+}
+
+TEST(AccelEstimateMemory, BadInputFailsWithAMessage) {
+  const fs::path dir = fs::temp_directory_path() / ("accel_test_estimate_" + std::to_string(getpid()));
+  fs::create_directories(dir / "not_json");
+  fs::create_directories(dir / "no_hidden_size");
+  std::ofstream(dir / "not_json" / "config.json") << "{ not json";
+  std::ofstream(dir / "no_hidden_size" / "config.json")
+      << R"({"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4})";
+  const std::string estimate = kAccel + " estimate-memory ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--model /nonexistent/dir", "/nonexistent/dir/config.json"},
+      {"--model '" + (dir / "not_json").string() + "'", "invalid JSON"},
+      {"--model '" + (dir / "no_hidden_size").string() + "'", "hidden_size"},
+      {"--params seven", "expected a number such as 7.5e9"},
+      {"--params 0", "between 1 and 1e15"},
+      {"--params -2B", "between 1 and 1e15"},
+      {"--params 1e9 --num_processes 0", "--num_processes must be at least 1, got 0"},
+      {"--params 1e9 --zero_stage 4", "--zero_stage must be 0, 1, 2 or 3, got 4"},
+      {"--params 1e9 --dtype int8", "unknown dtype \"int8\""},
+      {"", "exactly one of --model DIR"},
+      {"--params 1e9 --batch-size 2 --seq-len 8", "need --model DIR"},
+      {"--model '" + kTinyBertDir + "' --seq-len 8", "got only --seq-len"},
+  };
+  for (const auto& [args, message] : cases) {
+    Result r = run(estimate + args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_THAT(r.err, HasSubstr(message)) << args;
+  }
+  fs::remove_all(dir);
 }
 
 // Sentences of 1 to 12 toy tokens, in an order that length sorting changes.

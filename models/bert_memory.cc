@@ -1,0 +1,122 @@
+// Closed-form BERT parameter count and saved-activation estimate. Each entry names the op
+// that saves the tensor; where two ops save views of one storage it is counted once.
+#include "models/bert_memory.h"
+
+#include <numeric>
+
+#include "core/error.h"
+
+namespace accel::models {
+
+int64_t bert_for_sequence_classification_num_parameters(const BertConfig& c) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t layer_norm = 2 * H;  // weight + bias
+  const int64_t embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + layer_norm;
+  const int64_t attention = 4 * (H * H + H) + layer_norm;  // query, key, value, output dense
+  const int64_t feed_forward = (H * I + I) + (I * H + H) + layer_norm;
+  const int64_t pooler = H * H + H;
+  const int64_t classifier = H * c.num_labels + c.num_labels;
+  return embeddings + c.num_hidden_layers * (attention + feed_forward) + pooler + classifier;
+}
+
+namespace {
+int64_t sum_bytes(const std::vector<SavedActivation>& list) {
+  return std::accumulate(list.begin(), list.end(), int64_t{0},
+                         [](int64_t total, const SavedActivation& a) { return total + a.bytes; });
+}
+}  // namespace
+
+int64_t ActivationEstimate::per_layer_bytes() const { return sum_bytes(per_encoder_layer); }
+
+int64_t ActivationEstimate::total_bytes() const {
+  return sum_bytes(embeddings) + num_encoder_layers * per_layer_bytes() + sum_bytes(head);
+}
+
+ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_size, int64_t seq_len,
+                                             bool low_precision) {
+  ACCEL_CHECK(batch_size >= 1 && seq_len >= 1, "activation estimate: expected a positive batch size and sequence "
+              "length, got batch size ", batch_size, " and sequence length ", seq_len);
+  ACCEL_CHECK(seq_len <= c.max_position_embeddings, "activation estimate: sequence length ", seq_len,
+              " exceeds the config's max_position_embeddings ", c.max_position_embeddings);
+  const int64_t B = batch_size, T = seq_len, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t heads = c.num_attention_heads, L = c.num_labels;
+  const int64_t tokens = B * T;          // rows of every (B, T, ·) tensor
+  const int64_t scores = B * heads * T * T;  // elements of (B, heads, T, T)
+  const int64_t fp32 = 4, mask = 1, int64 = 8;
+  const int64_t gemm = low_precision ? 2 : 4;  // bytes of a GEMM operand under autocast or in fp32
+  const std::string gemm_name = low_precision ? "16-bit" : "fp32";
+  const bool hidden_dropout = c.hidden_dropout_prob > 0.0;
+  const bool attention_dropout = c.attention_probs_dropout_prob > 0.0;
+  const bool classifier_dropout = c.classifier_dropout.value_or(c.hidden_dropout_prob) > 0.0;
+  // layer_norm saves its fp32 input (rows, cols) and the per-row mean and rstd.
+  const int64_t layer_norm_bytes = tokens * H * fp32 + 2 * tokens * fp32;
+
+  ActivationEstimate estimate;
+  estimate.num_encoder_layers = c.num_hidden_layers;
+
+  auto& emb = estimate.embeddings;
+  emb.push_back({"position ids (T) and token type ids (B, T), int64, saved by the embedding lookups",
+                 T * int64 + tokens * int64});
+  emb.push_back({"embedding LayerNorm input (B, T, hidden) fp32 + mean/rstd (B*T) fp32", layer_norm_bytes});
+  if (hidden_dropout) emb.push_back({"embedding dropout mask (B, T, hidden) bool", tokens * H * mask});
+
+  auto& layer = estimate.per_encoder_layer;
+  if (low_precision) {
+    layer.push_back({"query/key/value dense inputs: 3 separate 16-bit casts of the layer input (B, T, hidden)",
+                     3 * tokens * H * gemm});
+  } else {
+    layer.push_back({"query/key/value dense input (B, T, hidden) fp32, one tensor shared by the three",
+                     tokens * H * fp32});
+  }
+  layer.push_back({"Q, K, V heads as (B*heads, T, head_dim) " + gemm_name + " copies, saved by Q@K^T and probs@V",
+                   3 * tokens * H * gemm});
+  layer.push_back({"attention scale 1/sqrt(head_dim), a 0-dim " + gemm_name + " tensor saved by scores * scale", gemm});
+  layer.push_back({"attention probabilities (B, heads, T, T) fp32, softmax output", scores * fp32});
+  if (attention_dropout) layer.push_back({"attention dropout mask (B, heads, T, T) bool", scores * mask});
+  if (low_precision) {
+    layer.push_back({"attention probabilities cast to 16-bit (B, heads, T, T) for probs@V", scores * gemm});
+  } else if (attention_dropout) {
+    layer.push_back({"dropped-out attention probabilities (B, heads, T, T) fp32 for probs@V", scores * fp32});
+  }
+  layer.push_back({"attention context (B, T, hidden) " + gemm_name + ", attention output dense input",
+                   tokens * H * gemm});
+  if (hidden_dropout) layer.push_back({"attention output dropout mask (B, T, hidden) bool", tokens * H * mask});
+  layer.push_back({"attention LayerNorm input (B, T, hidden) fp32 + mean/rstd", layer_norm_bytes});
+  layer.push_back({std::string("intermediate dense input (B, T, hidden) ") +
+                       (low_precision ? "16-bit cast" : "fp32, the LayerNorm output"),
+                   tokens * H * gemm});
+  if (c.hidden_act == "relu") {
+    layer.push_back({"ReLU output (B, T, intermediate) " + gemm_name + ", also the output dense input",
+                     tokens * I * gemm});
+  } else {
+    layer.push_back({"GELU input (B, T, intermediate) " + gemm_name, tokens * I * gemm});
+    layer.push_back({"GELU output (B, T, intermediate) " + gemm_name + ", output dense input", tokens * I * gemm});
+  }
+  if (hidden_dropout) layer.push_back({"output dropout mask (B, T, hidden) bool", tokens * H * mask});
+  layer.push_back({"output LayerNorm input (B, T, hidden) fp32 + mean/rstd", layer_norm_bytes});
+
+  auto& head = estimate.head;
+  if (low_precision) {
+    head.push_back({"pooler dense input hidden[:, 0] cast to 16-bit (B, hidden)", B * H * gemm});
+  } else {
+    // linear saves the (B, hidden) view hidden[:, 0], which keeps its whole storage alive.
+    head.push_back({"pooler dense input hidden[:, 0]: a view that keeps the last layer's whole (B, T, hidden) fp32 "
+                    "output alive",
+                    tokens * H * fp32});
+  }
+  head.push_back({"pooler tanh output (B, hidden) " + gemm_name, B * H * gemm});
+  if (classifier_dropout) {
+    head.push_back({"classifier dropout mask (B, hidden) bool", B * H * mask});
+    head.push_back({"classifier input (B, hidden) " + gemm_name + ", dropout output", B * H * gemm});
+  }
+  const bool regression = c.problem_type == "regression" || (c.problem_type.empty() && c.num_labels == 1);
+  if (regression) {
+    head.push_back({"MSE loss difference (B) fp32", B * fp32});
+  } else {
+    head.push_back({"cross-entropy log_softmax output (B, num_labels) fp32 + per-sample weights (B) fp32",
+                    B * L * fp32 + B * fp32});
+  }
+  return estimate;
+}
+
+}  // namespace accel::models
