@@ -60,8 +60,10 @@ constexpr double kGraceAfterPeerExitSeconds = 2.0;
 // std::terminate's handler once MPI runs: a rank that dies of an exception takes the job
 // down at once (MPI_Abort), with a line that names it, instead of leaving its peers to wait.
 [[noreturn]] void abort_job_on_terminate() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
   int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (!finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::string reason = "std::terminate was called without an active exception";
   if (std::exception_ptr current = std::current_exception()) {
     try {
@@ -74,8 +76,8 @@ constexpr double kGraceAfterPeerExitSeconds = 2.0;
   }
   std::cerr << "accel: rank " << rank << " failed: " << reason << "\naccel: aborting the job (MPI_Abort) so that "
             << "the other ranks stop instead of waiting for rank " << rank << std::endl;
-  MPI_Abort(MPI_COMM_WORLD, 1);
-  std::abort();  // MPI_Abort does not return; this is for the compiler
+  if (!finalized) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();  // after MPI_Finalize (MPI_Abort itself does not return)
 }
 
 // MPI's process-wide state: initialized by the first group, finalized at exit.
@@ -128,7 +130,7 @@ class MpiRuntime {
     MPI_Comm_dup(MPI_COMM_WORLD, &exit_comm_);
     MPI_Comm_rank(exit_comm_, &rank_);
     MPI_Comm_size(exit_comm_, &size_);
-    post_exit_notice_receive();
+    if (size_ > 1) post_exit_notice_receive();
   }
 
   void post_exit_notice_receive() {
