@@ -66,7 +66,8 @@ void train(const std::string& mode, int64_t fail_step) {
   auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = 2;
-  auto loader = std::make_shared<data::DataLoader>(synthetic_features(16 * accelerator.num_processes()), loader_options);
+  auto loader =
+      std::make_shared<data::DataLoader>(synthetic_features(16 * accelerator.num_processes()), loader_options);
   auto sgd = std::make_shared<nn::SGD>(model->parameters(), nn::SGDOptions{.lr = 0.01});
   auto [prepared, optimizer, batches] = accelerator.prepare(model, sgd, loader);
 
@@ -76,7 +77,8 @@ void train(const std::string& mode, int64_t fail_step) {
       if (step == total_steps) break;
       if (failing_rank && step == fail_step) {
         if (mode == "kill") ::raise(SIGKILL);
-        if (mode == "throw" || mode == "throw_caught") ACCEL_FAIL("fault_worker: rank 1 fails on purpose at step ", step);
+        if (mode == "throw" || mode == "throw_caught")
+          ACCEL_FAIL("fault_worker: rank 1 fails on purpose at step ", step);
         if (mode == "stall") {
           std::cerr << "fault_worker: rank 1 stops participating at step " << step << std::endl;
           for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));

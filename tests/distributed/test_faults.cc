@@ -34,7 +34,7 @@ constexpr double kGuardSeconds = 90;  // past this the job is killed and the cas
 constexpr double kLimitSeconds = 60;  // a failed rank must have stopped the job by then
 
 struct JobResult {
-  int status = -1;  // waitpid's status of the launcher
+  int status = -1;     // waitpid's status of the launcher
   std::string output;  // stdout and stderr of every rank and of the launcher
   double seconds = 0;
   bool hung = false;  // killed by the guard
@@ -42,7 +42,8 @@ struct JobResult {
 
 // Runs argv in its own process group with `environment` added, collecting its output, and
 // kills the whole group if it runs past kGuardSeconds.
-JobResult run_guarded(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& environment) {
+JobResult run_guarded(const std::vector<std::string>& argv,
+                      const std::vector<std::pair<std::string, std::string>>& environment) {
   int pipe_fds[2];
   EXPECT_EQ(::pipe(pipe_fds), 0);
   const auto start = Clock::now();
@@ -197,9 +198,9 @@ TEST(Faults, StalledRankTimesOutNamingTheCollectiveAndTheRank) {
 
 TEST(Faults, AccelLaunchPassesTheFailureThrough) {
   const std::string tag = unique_tag();
-  const std::string output =
-      run_job({kAccel, "launch", "--num_processes", "2", "--num_cpu_threads_per_process", "1", kWorker, "throw", "3", tag},
-              tag, {});
+  const std::string output = run_job(
+      {kAccel, "launch", "--num_processes", "2", "--num_cpu_threads_per_process", "1", kWorker, "throw", "3", tag}, tag,
+      {});
   EXPECT_THAT(output, HasSubstr("accel: rank 1 failed: fault_worker: rank 1 fails on purpose at step 3"));
 }
 
