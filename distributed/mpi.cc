@@ -1,6 +1,12 @@
 // The MPI process group (see mpi.h): MPI's process lifetime, the dtype -> MPI_Datatype map,
 // the Work handle that polls MPI_Testall against a deadline, and the five collectives.
 //
+// Failures (docs/distributed-faults.md): an exception that escapes the program ends in
+// std::terminate, whose handler here prints "accel: rank R failed: ..." and calls MPI_Abort,
+// so mpirun stops every rank at once. A rank that returns from main tells its peers it has
+// left (an exit notice); a peer waiting on a collective that rank never joined then fails
+// within seconds, naming it, instead of waiting out the collective timeout.
+//
 // Buffers handed to MPI must be contiguous and of a dtype MPI can reduce. Where the caller's
 // tensor is not (a strided view; fp16/bf16, which MPI cannot add), the collective runs on a
 // staging copy (float32 for the 16-bit floats) that is copied back when the Work completes.
@@ -12,8 +18,12 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <exception>
 #include <functional>
+#include <iostream>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -40,6 +50,36 @@ void check(int code, const char* collective, int rank) {
   if (code != MPI_SUCCESS) ACCEL_FAIL("MPI ", collective, " failed on rank ", rank, ": ", error_string(code));
 }
 
+// Tag of the exit notices, on the runtime's private communicator.
+constexpr int kExitNoticeTag = 1;
+
+// How long a wait goes on after the peer it needs has left: the collectives that peer did
+// join still complete (it drives MPI's progress until its own exit), the others never will.
+constexpr double kGraceAfterPeerExitSeconds = 2.0;
+
+// std::terminate's handler once MPI runs: a rank that dies of an exception takes the job
+// down at once (MPI_Abort), with a line that names it, instead of leaving its peers to wait.
+[[noreturn]] void abort_job_on_terminate() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  int rank = -1;
+  if (!finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string reason = "std::terminate was called without an active exception";
+  if (std::exception_ptr current = std::current_exception()) {
+    try {
+      std::rethrow_exception(current);
+    } catch (const std::exception& e) {
+      reason = e.what();
+    } catch (...) {
+      reason = "an exception that is not a std::exception";
+    }
+  }
+  std::cerr << "accel: rank " << rank << " failed: " << reason << "\naccel: aborting the job (MPI_Abort) so that "
+            << "the other ranks stop instead of waiting for rank " << rank << std::endl;
+  if (!finalized) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();  // after MPI_Finalize (MPI_Abort itself does not return)
+}
+
 // MPI's process-wide state: initialized by the first group, finalized at exit.
 class MpiRuntime {
  public:
@@ -50,13 +90,24 @@ class MpiRuntime {
   ~MpiRuntime() {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (initialized_here_ && !finalized) MPI_Finalize();
+    if (finalized) return;
+    exchange_exit_notices();
+    MPI_Comm_free(&exit_comm_);
+    if (initialized_here_) MPI_Finalize();
   }
   // Held around every MPI call when the library does not allow concurrent calls.
   std::unique_lock<std::mutex> lock() {
     std::unique_lock<std::mutex> guard(mutex_, std::defer_lock);
     if (serialized_) guard.lock();
     return guard;
+  }
+  int world_size() const { return size_; }
+  // The lowest rank that has announced its exit, or -1; polls for notices without blocking.
+  int departed_peer() {
+    std::lock_guard<std::mutex> notices(notices_mutex_);
+    auto guard = lock();
+    receive_exit_notices();
+    return departed_.empty() ? -1 : *departed_.begin();
   }
 
  private:
@@ -75,11 +126,62 @@ class MpiRuntime {
       MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     }
     serialized_ = provided < MPI_THREAD_MULTIPLE;
+    std::set_terminate(abort_job_on_terminate);
+    MPI_Comm_dup(MPI_COMM_WORLD, &exit_comm_);
+    MPI_Comm_rank(exit_comm_, &rank_);
+    MPI_Comm_size(exit_comm_, &size_);
+    if (size_ > 1) post_exit_notice_receive();
+  }
+
+  void post_exit_notice_receive() {
+    MPI_Irecv(&notice_, 1, MPI_INT, MPI_ANY_SOURCE, kExitNoticeTag, exit_comm_, &notice_request_);
+  }
+  // Records every notice that has arrived; the caller holds notices_mutex_ and lock().
+  void receive_exit_notices() {
+    while (static_cast<int>(departed_.size()) < size_ - 1) {
+      int arrived = 0;
+      MPI_Status status;
+      MPI_Test(&notice_request_, &arrived, &status);
+      if (!arrived) return;
+      departed_.insert(status.MPI_SOURCE);
+      if (static_cast<int>(departed_.size()) < size_ - 1) post_exit_notice_receive();
+    }
+  }
+  // At exit: tell every peer this rank has left, then wait for theirs (as MPI_Finalize would
+  // wait for them anyway), so that every notice sent is also received.
+  void exchange_exit_notices() {
+    std::lock_guard<std::mutex> notices(notices_mutex_);
+    std::vector<MPI_Request> sends;
+    {
+      auto guard = lock();
+      for (int peer = 0; peer < size_; ++peer) {
+        if (peer == rank_) continue;
+        sends.emplace_back();
+        MPI_Isend(&rank_, 1, MPI_INT, peer, kExitNoticeTag, exit_comm_, &sends.back());
+      }
+    }
+    for (;;) {
+      {
+        auto guard = lock();
+        receive_exit_notices();
+        int sent = 0;
+        MPI_Testall(static_cast<int>(sends.size()), sends.data(), &sent, MPI_STATUSES_IGNORE);
+        if (sent && static_cast<int>(departed_.size()) == size_ - 1) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   std::mutex mutex_;
   bool serialized_ = false;
   bool initialized_here_ = false;
+  MPI_Comm exit_comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::mutex notices_mutex_;  // guards what follows
+  int notice_ = -1;
+  MPI_Request notice_request_ = MPI_REQUEST_NULL;
+  std::set<int> departed_;
 };
 
 // Seconds a wait may take before it is declared dead (ACCEL_COLLECTIVE_TIMEOUT, default 300).
@@ -141,11 +243,19 @@ class MpiWork final : public Work {
   void wait() override {
     const double timeout = collective_timeout_seconds();
     const auto deadline = Clock::now() + std::chrono::duration<double>(timeout);
+    std::optional<Clock::time_point> peer_gone_at;
     // Spin briefly (small collectives finish in microseconds), then sleep between polls so
     // that waiting ranks leave the cores to the ranks still computing.
     for (int polls = 0; !is_completed(); ++polls) {
-      ACCEL_CHECK(Clock::now() < deadline, collective_, " timed out after ", timeout, " s on rank ", rank_,
-                  " (a peer may have died)");
+      ACCEL_CHECK(Clock::now() < deadline, collective_, " timed out after ", timeout, " s on rank ", rank_, ": ",
+                  peers_description(), " did not join it (died, stalled, or called a different collective)");
+      if (const int departed = MpiRuntime::instance().departed_peer(); departed >= 0) {
+        if (!peer_gone_at) peer_gone_at = Clock::now();
+        ACCEL_CHECK(Clock::now() - *peer_gone_at < std::chrono::duration<double>(kGraceAfterPeerExitSeconds),
+                    collective_, " on rank ", rank_, " cannot complete: rank ", departed,
+                    " has left the job without joining it (its program ended, likely on an error: see rank ",
+                    departed, "'s output)");
+      }
       if (polls < 1000) {
         std::this_thread::yield();
       } else {
@@ -155,6 +265,13 @@ class MpiWork final : public Work {
   }
 
  private:
+  // Who this rank waits for: its one peer by rank when there are two.
+  std::string peers_description() const {
+    const int size = MpiRuntime::instance().world_size();
+    if (size == 2) return "rank " + std::to_string(1 - rank_);
+    return "at least one of the other " + std::to_string(size - 1) + " ranks";
+  }
+
   const char* collective_;
   int rank_;
   std::vector<MPI_Request> requests_;

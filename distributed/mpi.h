@@ -5,6 +5,9 @@
 // wait gives up after ACCEL_COLLECTIVE_TIMEOUT seconds (default 300) with an error naming the
 // collective and the rank, so a dead peer stops the job instead of hanging it. MPI is
 // initialized by the first make_mpi_group() and finalized when the program exits.
+// Once MPI runs, an exception that escapes the program aborts the whole job (MPI_Abort) with
+// "accel: rank R failed: <what>", and a rank that returns from main makes any peer still
+// waiting for it in a collective fail within seconds, naming it (docs/distributed-faults.md).
 #pragma once
 
 #include <memory>
