@@ -37,8 +37,10 @@ int64_t now_ns() {
 
 namespace {
 
-constexpr size_t kMaxEvents = 2'000'000;  // about 150 MB of memory, a ~250 MB file
-constexpr int kAsyncSortOffset = 1000;    // async lanes sort below the threads' tracks
+constexpr size_t kMaxEvents = 2'000'000;  // about 200 MB of memory, a ~200 MB file
+// Async lanes sort below the threads' tracks, grouped by category (in order of first use).
+constexpr int kAsyncSortOffset = 1000;
+constexpr int kMaxLanesPerCategory = 100;
 
 struct Event {
   std::string name;
@@ -87,6 +89,7 @@ class Recorder {
     next_tid_ = 1;
     free_thread_tids_.clear();
     lanes_.clear();
+    category_rank_.clear();
     main_thread_ = std::this_thread::get_id();
     generation += 1;
   }
@@ -112,9 +115,9 @@ class Recorder {
   std::string write_locked();
 
  private:
-  int new_tid(std::string name, int sort_offset) {
+  int new_tid(std::string name, int sort_index) {
     int tid = next_tid_++;
-    tracks_[tid] = {std::move(name), sort_offset + tid};
+    tracks_[tid] = {std::move(name), sort_index};
     return tid;
   }
 
@@ -131,6 +134,7 @@ class Recorder {
     bool busy;
   };
   std::map<std::string, std::vector<Lane>> lanes_;  // by category
+  std::map<std::string, int> category_rank_;        // categories in order of first use
   std::thread::id main_thread_;
 };
 
@@ -163,12 +167,12 @@ int Recorder::thread_tid(const char* name) {
   track.name = name != nullptr ? name : "";
   if (name == nullptr) {
     const bool main = std::this_thread::get_id() == main_thread_;
-    track.tid = new_tid(main ? "compute" : "thread " + std::to_string(next_tid_), 0);
+    track.tid = new_tid(main ? "compute" : "thread " + std::to_string(next_tid_), next_tid_);
   } else if (std::vector<int>& free = free_thread_tids_[name]; !free.empty()) {
     track.tid = free.back();
     free.pop_back();
   } else {
-    track.tid = new_tid(name, 0);
+    track.tid = new_tid(name, next_tid_);
   }
   return track.tid;
 }
@@ -179,15 +183,20 @@ void Recorder::release_thread_tid(const std::string& name, int tid, uint64_t of_
 }
 
 std::pair<int, int> Recorder::acquire_lane(const char* category) {
-  std::vector<Lane>& lanes = lanes_[category];
+  auto [entry, is_new_category] = lanes_.try_emplace(category);
+  if (is_new_category) category_rank_[category] = static_cast<int>(category_rank_.size());
+  std::vector<Lane>& lanes = entry->second;
   for (size_t i = 0; i < lanes.size(); ++i) {
     if (!lanes[i].busy) {
       lanes[i].busy = true;
       return {lanes[i].tid, static_cast<int>(i)};
     }
   }
-  std::string name = lanes.empty() ? std::string(category) : std::string(category) + " #" + std::to_string(lanes.size() + 1);
-  lanes.push_back({new_tid(std::move(name), kAsyncSortOffset), true});
+  std::string name = category;
+  if (!lanes.empty()) name += " #" + std::to_string(lanes.size() + 1);
+  const int sort_index = kAsyncSortOffset + kMaxLanesPerCategory * category_rank_[category] +
+                         std::min(static_cast<int>(lanes.size()), kMaxLanesPerCategory - 1);
+  lanes.push_back({new_tid(std::move(name), sort_index), true});
   return {lanes.back().tid, static_cast<int>(lanes.size()) - 1};
 }
 
@@ -226,7 +235,8 @@ std::string Recorder::write_locked() {
           << ",\"name\":\"thread_sort_index\",\"args\":{\"sort_index\":" << track.sort_index << "}}";
     }
     for (const Event* event : order) {
-      out << ",\n{\"ph\":\"X\",\"pid\":" << pid << ",\"tid\":" << event->tid << ",\"ts\":" << microseconds(event->start_ns)
+      out << ",\n{\"ph\":\"X\",\"pid\":" << pid << ",\"tid\":" << event->tid
+          << ",\"ts\":" << microseconds(event->start_ns)
           << ",\"dur\":" << microseconds(event->duration_ns) << ",\"name\":" << nlohmann::json(event->name).dump()
           << ",\"cat\":" << nlohmann::json(event->category).dump();
       if (!event->args.empty()) {

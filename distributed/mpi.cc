@@ -322,7 +322,8 @@ class MpiProcessGroup final : public ProcessGroup {
                 " processes");
     Tensor buffer = tensor.contiguous();
     const bool staged = !buffer.is_same(tensor);
-    trace::AsyncSpan span("broadcast", "communication", {{"bytes", static_cast<int64_t>(buffer.nbytes())}, {"root", root}});
+    trace::AsyncSpan span("broadcast", "communication",
+                          {{"bytes", static_cast<int64_t>(buffer.nbytes())}, {"root", root}});
     std::vector<MPI_Request> requests;
     {
       auto guard = MpiRuntime::instance().lock();

@@ -21,10 +21,10 @@ using nlohmann::json;
 
 namespace {
 
-// A fresh directory under the test's working directory (CTest: build/tests); it stays there
-// because the process writes the trace again at exit.
+// A fresh directory beside the test binary (in the build tree, wherever the test runs from);
+// it stays there because the process writes the trace again at exit.
 std::string fresh_directory(const std::string& name) {
-  fs::path dir = fs::current_path() / "test_trace_output" / name;
+  fs::path dir = fs::read_symlink("/proc/self/exe").parent_path() / "test_trace_output" / name;
   fs::remove_all(dir);
   return dir.string();
 }
