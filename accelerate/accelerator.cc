@@ -8,6 +8,7 @@
 
 #include "core/autograd/grad_mode.h"
 #include "core/random.h"
+#include "core/trace.h"
 
 namespace accel {
 
@@ -62,6 +63,7 @@ AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<nn::Optimizer> optimi
 
 void AcceleratedOptimizer::step() {
   if (!accelerator_.sync_gradients()) return;
+  trace::Span span("optimizer.step", "step");
   GradScaler* scaler = accelerator_.scaler();
   if (scaler != nullptr) {
     accelerator_.step_was_skipped_ = !scaler->step(*optimizer_);

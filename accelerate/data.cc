@@ -28,6 +28,7 @@
 #include "accelerate/data.h"
 #include "core/error.h"
 #include "core/random.h"
+#include "core/trace.h"
 
 namespace accel::data {
 namespace {
@@ -216,6 +217,7 @@ void DataLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
   if (!options_.prefetch || position_ == count) return;
 
   worker_ = std::thread([this, first = position_, count] {
+    trace::set_thread_name("data loader");
     for (int64_t index = first; index < count; ++index) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -225,6 +227,7 @@ void DataLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
       std::optional<Batch> batch;
       std::exception_ptr error;
       try {
+        trace::Span span("prefetch batch", "data");
         batch = make_batch(index);
       } catch (...) {
         error = std::current_exception();
@@ -246,6 +249,7 @@ std::optional<Batch> DataLoader::next() {
   if (position_ >= static_cast<int64_t>(plan_->batches.size())) return std::nullopt;
   std::optional<Batch> batch;
   if (options_.prefetch) {
+    trace::Span span("wait for batch", "data");
     std::unique_lock<std::mutex> lock(mutex_);
     ready_.wait(lock, [this] { return prefetched_.has_value() || prefetch_error_; });
     // A failure stays in place, so every later next() of this epoch reports it too.

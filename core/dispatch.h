@@ -33,7 +33,7 @@ class KernelSlot {
                 device_type_name(device.type),
                 device.is_cuda() ? " (this build has no CUDA backend, or it was not linked)" : "");
     NoGradGuard no_grad;  // kernels may call ops internally; those are never recorded
-    profiler::Scope timed(profile_name_);
+    profiler::Scope timed(profile_name_, op_name_, "compute");
     return kernel(std::forward<Args>(args)...);
   }
 

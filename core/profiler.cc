@@ -54,14 +54,17 @@ Table& table() {
 
 }  // namespace
 
-bool enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("ACCEL_PROFILE");
-    return v != nullptr && *v != '\0' && std::string(v) != "0";
-  }();
-  return on;
-}
+bool detail::g_enabled = [] {
+  const char* v = std::getenv("ACCEL_PROFILE");
+  return v != nullptr && *v != '\0' && std::string(v) != "0";
+}();
 
 void record(const char* name, double seconds) { table().add(name, seconds); }
+
+void Scope::finish() {
+  const int64_t end_ns = trace::detail::now_ns();
+  if (profiling_) record(profile_name_, static_cast<double>(end_ns - start_ns_) * 1e-9);
+  if (tracing_) trace::detail::record_complete(trace_name_, category_, start_ns_, end_ns);
+}
 
 }  // namespace accel::profiler

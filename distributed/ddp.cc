@@ -10,6 +10,7 @@
 
 #include "core/autograd/node.h"
 #include "core/ops.h"
+#include "core/trace.h"
 
 namespace accel::distributed {
 
@@ -51,6 +52,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
     std::shared_ptr<Work> work;
     Clock::time_point launched;
     std::optional<Clock::time_point> completed;
+    trace::AsyncSpan span;  // from launch until completion is observed
   };
 
   std::shared_ptr<ProcessGroup> group;
@@ -97,7 +99,10 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
 
   void launch_ready_buckets() {
     while (next_launch < static_cast<int64_t>(buckets.size()) && buckets[next_launch].pending == 0) {
-      Bucket& bucket = buckets[next_launch++];
+      const int64_t index = next_launch++;
+      Bucket& bucket = buckets[index];
+      bucket.span = trace::AsyncSpan("ddp.bucket_all_reduce", "ddp",
+                                     {{"bucket", index}, {"bytes", static_cast<int64_t>(bucket.buffer.nbytes())}});
       bucket.launched = Clock::now();
       bucket.work = group->all_reduce(bucket.buffer, Reduce::Avg);
     }
@@ -107,7 +112,10 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
   void poll() {
     for (int64_t i = 0; i < next_launch; ++i) {
       Bucket& bucket = buckets[i];
-      if (!bucket.completed && bucket.work->is_completed()) bucket.completed = Clock::now();
+      if (!bucket.completed && bucket.work->is_completed()) {
+        bucket.completed = Clock::now();
+        bucket.span.end();
+      }
     }
   }
 
@@ -147,6 +155,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
   // grad mode off).
   void finish_backward() {
     const Clock::time_point backward_end = Clock::now();
+    trace::Span span("ddp.finish_backward", "ddp");
     in_backward = false;
     std::vector<int32_t> used = fill_unused_slots();
     launch_ready_buckets();
@@ -160,6 +169,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
     for (Bucket& bucket : buckets) {
       bucket.work->wait();
       if (!bucket.completed) bucket.completed = Clock::now();
+      bucket.span.end();
       timings.push_back({static_cast<int64_t>(bucket.buffer.nbytes()), static_cast<int64_t>(bucket.slots.size()),
                          seconds_between(bucket.launched, *bucket.completed),
                          seconds_between(bucket.launched, std::min(*bucket.completed, backward_end))});

@@ -29,6 +29,7 @@
 
 #include "core/autograd/grad_mode.h"
 #include "core/ops.h"
+#include "core/trace.h"
 
 namespace accel::distributed {
 
@@ -206,11 +207,12 @@ void keep_forever(std::vector<Tensor> buffers) {
 class MpiWork final : public Work {
  public:
   // buffers: the memory MPI reads and writes until completion; finish: what completes the
-  // result afterwards (averaging, copying a staging buffer back).
+  // result afterwards (averaging, copying a staging buffer back); span: the trace span begun
+  // just before launch, ended when completion is observed.
   MpiWork(const char* collective, int rank, std::vector<MPI_Request> requests, std::vector<Tensor> buffers,
-          std::function<void()> finish)
+          std::function<void()> finish, trace::AsyncSpan span)
       : collective_(collective), rank_(rank), requests_(std::move(requests)), buffers_(std::move(buffers)),
-        finish_(std::move(finish)) {}
+        finish_(std::move(finish)), span_(std::move(span)) {}
 
   ~MpiWork() override {
     if (!done_) keep_forever(std::move(buffers_));
@@ -232,6 +234,7 @@ class MpiWork final : public Work {
     }
     if (!flag) return false;
     done_ = true;
+    span_.end();
     if (finish_) {
       NoGradGuard no_grad;  // finishing writes into tensors that may require grad (parameters)
       finish_();
@@ -277,6 +280,7 @@ class MpiWork final : public Work {
   std::vector<MPI_Request> requests_;
   std::vector<Tensor> buffers_;
   std::function<void()> finish_;
+  trace::AsyncSpan span_;
   bool done_ = false;
 };
 
@@ -347,6 +351,7 @@ class MpiProcessGroup final : public ProcessGroup {
     check_reducible(tensor, op, "all_reduce");
     Tensor buffer = reduction_buffer(tensor);
     const bool staged = !buffer.is_same(tensor);
+    trace::AsyncSpan span("all_reduce", "communication", {{"bytes", static_cast<int64_t>(buffer.nbytes())}});
     std::vector<MPI_Request> requests;
     {
       auto guard = MpiRuntime::instance().lock();
@@ -366,7 +371,7 @@ class MpiProcessGroup final : public ProcessGroup {
       tensor.storage()->bump_version();  // MPI wrote into it behind the version counter's back
     };
     return std::make_shared<MpiWork>("all_reduce", rank_, std::move(requests), std::vector<Tensor>{tensor, buffer},
-                                     std::move(finish));
+                                     std::move(finish), std::move(span));
   }
 
   std::shared_ptr<Work> all_gather(const Tensor& input, Tensor& output) override {
@@ -380,6 +385,7 @@ class MpiProcessGroup final : public ProcessGroup {
     Tensor send = input.contiguous();
     Tensor receive = output.contiguous();
     const bool staged = !receive.is_same(output);
+    trace::AsyncSpan span("all_gather", "communication", {{"bytes", static_cast<int64_t>(receive.nbytes())}});
     MPI_Request request;
     {
       auto guard = MpiRuntime::instance().lock();
@@ -393,7 +399,7 @@ class MpiProcessGroup final : public ProcessGroup {
       output.storage()->bump_version();
     };
     return std::make_shared<MpiWork>("all_gather", rank_, std::vector<MPI_Request>{request},
-                                     std::vector<Tensor>{send, receive, output}, std::move(finish));
+                                     std::vector<Tensor>{send, receive, output}, std::move(finish), std::move(span));
   }
 
   std::shared_ptr<Work> reduce_scatter(const Tensor& input, Tensor& output, Reduce op) override {
@@ -409,6 +415,7 @@ class MpiProcessGroup final : public ProcessGroup {
     Tensor send = reduction_buffer(input);
     Tensor receive = reduction_buffer(output);
     const bool staged = !receive.is_same(output);
+    trace::AsyncSpan span("reduce_scatter", "communication", {{"bytes", static_cast<int64_t>(send.nbytes())}});
     MPI_Request request;
     {
       auto guard = MpiRuntime::instance().lock();
@@ -422,7 +429,7 @@ class MpiProcessGroup final : public ProcessGroup {
       output.storage()->bump_version();
     };
     return std::make_shared<MpiWork>("reduce_scatter", rank_, std::vector<MPI_Request>{request},
-                                     std::vector<Tensor>{send, receive, output}, std::move(finish));
+                                     std::vector<Tensor>{send, receive, output}, std::move(finish), std::move(span));
   }
 
   std::shared_ptr<Work> broadcast(Tensor& tensor, int root) override {
@@ -432,6 +439,8 @@ class MpiProcessGroup final : public ProcessGroup {
                 " processes");
     Tensor buffer = tensor.contiguous();
     const bool staged = !buffer.is_same(tensor);
+    trace::AsyncSpan span("broadcast", "communication",
+                          {{"bytes", static_cast<int64_t>(buffer.nbytes())}, {"root", root}});
     std::vector<MPI_Request> requests;
     {
       auto guard = MpiRuntime::instance().lock();
@@ -450,16 +459,17 @@ class MpiProcessGroup final : public ProcessGroup {
       tensor.storage()->bump_version();
     };
     return std::make_shared<MpiWork>("broadcast", rank_, std::move(requests), std::vector<Tensor>{tensor, buffer},
-                                     std::move(finish));
+                                     std::move(finish), std::move(span));
   }
 
   void barrier() override {
+    trace::AsyncSpan span("barrier", "communication");
     MPI_Request request;
     {
       auto guard = MpiRuntime::instance().lock();
       check(MPI_Ibarrier(comm_, &request), "barrier", rank_);
     }
-    MpiWork("barrier", rank_, {request}, {}, nullptr).wait();
+    MpiWork("barrier", rank_, {request}, {}, nullptr, std::move(span)).wait();
   }
 
  private:

@@ -3,6 +3,7 @@
 #include "models/bert.h"
 
 #include "core/autograd/grad_mode.h"
+#include "core/trace.h"
 #include "nn/checkpoint.h"
 #include "nn/init.h"
 
@@ -71,6 +72,7 @@ BertLayer::BertLayer(const BertConfig& c) : Module("BertLayer") {
 }
 
 Tensor BertLayer::forward(const Tensor& hidden, const Tensor& additive_mask) const {
+  trace::Span span("BertLayer", "model");
   Tensor attended = attention->forward(hidden, additive_mask);
   return output->forward(intermediate->forward(attended), attended);
 }
@@ -158,6 +160,7 @@ void BertForSequenceClassification::init_weights() { bert_init(*this, config.ini
 
 SequenceClassifierOutput BertForSequenceClassification::forward(const Tensor& input_ids, const Tensor& attention_mask,
                                                                 const Tensor& token_type_ids, const Tensor& labels) const {
+  trace::Span span("forward", "step");
   BertOutput encoded = bert->forward(input_ids, attention_mask, token_type_ids);
   SequenceClassifierOutput out;
   out.logits = classifier->forward(dropout->forward(encoded.pooler_output));  // (B, num_labels)

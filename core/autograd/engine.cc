@@ -16,6 +16,7 @@
 #include "core/autograd/node.h"
 #include "core/ops.h"
 #include "core/profiler.h"
+#include "core/trace.h"
 
 namespace accel::autograd {
 
@@ -156,6 +157,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
                 " does not match the output shape ", root.shape_string());
   }
 
+  trace::Span span("backward", "step");
   NoGradGuard no_grad;
   std::vector<std::function<void()>> callbacks;
   struct CallbackScope {  // restores the enclosing pass's list, also when a node throws
@@ -181,7 +183,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
         if (replaced.defined()) grad = replaced;
       }
       {
-        profiler::Scope timed(node->name().c_str());
+        profiler::Scope timed(node->name().c_str(), node->name().c_str(), "autograd");
         input_grads = node->apply(grad);
       }
       if (!retain_graph) node->release_saved();
