@@ -1,6 +1,7 @@
-// ACCEL_PROFILE=1: times every kernel call (by dispatch slot) and every backward node (by
-// name), and prints a table sorted by total time at exit, so anyone can see where the time
-// goes. Off, it costs one predictable branch per kernel call.
+/// @file
+/// ACCEL_PROFILE=1: times every kernel call (by dispatch slot) and every backward node (by
+/// name), and prints a table sorted by total time at exit, so anyone can see where the time
+/// goes. Off, it costs one predictable branch per kernel call.
 #pragma once
 
 #include <chrono>
@@ -10,7 +11,7 @@ namespace accel::profiler {
 bool enabled();
 void record(const char* name, double seconds);
 
-// Times a scope when profiling is on.
+/// Times a scope when profiling is on.
 class Scope {
  public:
   explicit Scope(const char* name) : name_(enabled() ? name : nullptr) {
