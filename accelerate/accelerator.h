@@ -191,7 +191,6 @@ class Accelerator {
   /// Scope of one micro-batch: decides sync_gradients (every gradient_accumulation_steps-th
   /// call, and the last batch of the data loader).
   class AccumulateScope {
-  /// @}
    public:
     AccumulateScope(Accelerator& accelerator, nn::Module& model);
     ~AccumulateScope();
@@ -205,6 +204,7 @@ class Accelerator {
   [[nodiscard]] AutocastGuard autocast() const;
   /// Unscales first under fp16; returns the total norm before clipping.
   double clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, double norm_type = 2.0);
+  /// @}
 
   /// @name collectives
   /// @{
@@ -225,7 +225,6 @@ class Accelerator {
   }
   /// Runs the main process first, the others after it (e.g. dataset preprocessing).
   class MainProcessFirst {
-  /// @}
    public:
     explicit MainProcessFirst(Accelerator& accelerator);
     ~MainProcessFirst();
@@ -234,6 +233,7 @@ class Accelerator {
     Accelerator& accelerator_;
   };
   [[nodiscard]] MainProcessFirst main_process_first() { return MainProcessFirst(*this); }
+  /// @}
 
   /// @name checkpoints
   /// @{

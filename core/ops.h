@@ -22,7 +22,6 @@ struct TensorOptions {
   TensorOptions(DType dtype) : dtype(dtype) {}
   TensorOptions(Device device) : device(device) {}
   TensorOptions(DType dtype, Device device) : dtype(dtype), device(device) {}
-/// @}
 };
 Tensor empty(const Shape& sizes, TensorOptions options = {});
 Tensor zeros(const Shape& sizes, TensorOptions options = {});
@@ -45,6 +44,7 @@ Tensor from_vector(const std::vector<T>& values) {
 /// Copies nbytes from a raw buffer laid out contiguously as dtype.
 Tensor from_blob_copy(const void* data, const Shape& sizes, DType dtype);
 Tensor scalar_tensor(Scalar value, DType dtype, Device device = kCPU);
+/// @}
 
 /// @name random (core/random.h documents the Philox stream)
 /// @{
@@ -104,7 +104,6 @@ Tensor mean(const Tensor& x, const Shape& dims = {}, bool keepdim = false);
 struct ValuesIndices {
   Tensor values;
   Tensor indices;
-/// @}
 };
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
@@ -119,6 +118,7 @@ Tensor var(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool
 Tensor std(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool keepdim = false);
 /// Sums a gradient back to `shape` after broadcasting (used by backward rules).
 Tensor sum_to(const Tensor& x, const Shape& shape);
+/// @}
 
 /// @name linear algebra (core/ops/linalg.cc)
 /// @{
