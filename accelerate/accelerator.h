@@ -1,17 +1,20 @@
-// Accelerator: Hugging Face Accelerate's API in C++. A training program written against it
-// runs on one process or many, in fp32, bf16 or fp16, with gradient accumulation and exact
-// checkpoints, without changing a line; `accel launch` sets the ACCEL_* environment that
-// the options default to.
-//
-//   accel::Accelerator accelerator({.mixed_precision = "bf16"});
-//   auto [model, optimizer, loader, scheduler] = accelerator.prepare(model, optimizer, loader, scheduler);
-//   for (auto& batch : *loader) {
-//     auto scope = accelerator.accumulate(*model);
-//     auto autocast = accelerator.autocast();
-//     Tensor loss = model->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels).loss;
-//     accelerator.backward(loss);
-//     optimizer->step(); scheduler->step(); optimizer->zero_grad();
-//   }
+/// @file
+/// Accelerator: Hugging Face Accelerate's API in C++. A training program written against it
+/// runs on one process or many, in fp32, bf16 or fp16, with gradient accumulation and exact
+/// checkpoints, without changing a line; `accel launch` sets the ACCEL_* environment that
+/// the options default to.
+///
+/// @code
+/// accel::Accelerator accelerator({.mixed_precision = "bf16"});
+/// auto [model, optimizer, loader, scheduler] = accelerator.prepare(model, optimizer, loader, scheduler);
+/// for (auto& batch : *loader) {
+///   auto scope = accelerator.accumulate(*model);
+///   auto autocast = accelerator.autocast();
+///   Tensor loss = model->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels).loss;
+///   accelerator.backward(loss);
+///   optimizer->step(); scheduler->step(); optimizer->zero_grad();
+/// }
+/// @endcode
 #pragma once
 
 #include <functional>
@@ -38,33 +41,33 @@
 namespace accel {
 
 struct ProjectConfiguration {
-  std::string project_dir;                    // root of checkpoints/ and logs
-  std::string logging_dir;                    // default: project_dir/logs
-  bool automatic_checkpoint_naming = false;  // save_state() -> project_dir/checkpoints/checkpoint_N
-  std::optional<int64_t> total_limit;         // keep at most this many automatic checkpoints
-  int64_t iteration = 0;                      // the N of the next automatic checkpoint
+  std::string project_dir;                    ///< root of checkpoints/ and logs
+  std::string logging_dir;                    ///< default: project_dir/logs
+  bool automatic_checkpoint_naming = false;  ///< save_state() -> project_dir/checkpoints/checkpoint_N
+  std::optional<int64_t> total_limit;         ///< keep at most this many automatic checkpoints
+  int64_t iteration = 0;                      ///< the N of the next automatic checkpoint
 };
 
 struct AcceleratorOptions {
   std::string mixed_precision = "no";  // "no", "fp16", "bf16"
   int64_t gradient_accumulation_steps = 1;
-  bool cpu = false;                    // stay on the CPU even where a GPU exists
-  std::optional<uint64_t> seed;        // set_seed() at construction
+  bool cpu = false;                    ///< stay on the CPU even where a GPU exists
+  std::optional<uint64_t> seed;        ///< set_seed() at construction
   ProjectConfiguration project_config;
-  std::vector<std::string> log_with;   // "jsonl", "tensorboard"
+  std::vector<std::string> log_with;   ///< "jsonl", "tensorboard"
   bool even_batches = true;
-  distributed::DDPOptions ddp;         // with several processes: bucket size, find_unused_parameters
-  // ZeRO stage 0 (plain data parallelism) to 3 (distributed/zero.h); it takes over from DDP
-  // once prepare() has seen the model and its optimizer. Its buckets are ddp.bucket_bytes.
+  distributed::DDPOptions ddp;         ///< with several processes: bucket size, find_unused_parameters
+  /// ZeRO stage 0 (plain data parallelism) to 3 (distributed/zero.h); it takes over from DDP
+  /// once prepare() has seen the model and its optimizer. Its buckets are ddp.bucket_bytes.
   int zero_stage = 0;
-  // Fills unset options from ACCEL_MIXED_PRECISION, ACCEL_GRADIENT_ACCUMULATION_STEPS,
-  // ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH, ACCEL_ZERO_STAGE (what
-  // `accel launch` sets) and ACCEL_DDP_BUCKET_MB.
+  /// Fills unset options from ACCEL_MIXED_PRECISION, ACCEL_GRADIENT_ACCUMULATION_STEPS,
+  /// ACCEL_USE_CPU, ACCEL_SEED, ACCEL_PROJECT_DIR, ACCEL_LOG_WITH, ACCEL_ZERO_STAGE (what
+  /// `accel launch` sets) and ACCEL_DDP_BUCKET_MB.
   static AcceleratorOptions from_env(AcceleratorOptions base);
   static AcceleratorOptions from_env() { return from_env(AcceleratorOptions{}); }
 };
 
-// Anything save_state should carry besides model/optimizer/scheduler/scaler/RNG.
+/// Anything save_state should carry besides model/optimizer/scheduler/scaler/RNG.
 class Checkpointable {
  public:
   virtual ~Checkpointable() = default;
@@ -75,12 +78,12 @@ class Checkpointable {
 
 class Accelerator;
 
-// Checks a save_state directory against its manifest (every file present, every SHA-256
-// equal); throws naming the first problem. An interrupted save never passes.
+/// Checks a save_state directory against its manifest (every file present, every SHA-256
+/// equal); throws naming the first problem. An interrupted save never passes.
 void verify_checkpoint(const std::string& dir);
 
-// The optimizer as prepare() returns it: step() and zero_grad() do nothing while gradients
-// accumulate; under fp16 step() unscales and skips on inf/NaN.
+/// The optimizer as prepare() returns it: step() and zero_grad() do nothing while gradients
+/// accumulate; under fp16 step() unscales and skips on inf/NaN.
 class AcceleratedOptimizer {
  public:
   AcceleratedOptimizer(std::shared_ptr<nn::Optimizer> optimizer, Accelerator& accelerator);
@@ -94,10 +97,10 @@ class AcceleratedOptimizer {
   Accelerator& accelerator_;
 };
 
-// The scheduler as prepare() returns it: steps only when the optimizer really stepped, and
-// then once per process, because each optimizer step consumed num_processes batches
-// (Accelerate's rule when batches are not split: schedules are written in per-process
-// batches, so this keeps warm-up and decay on the same number of samples at any world size).
+/// The scheduler as prepare() returns it: steps only when the optimizer really stepped, and
+/// then once per process, because each optimizer step consumed num_processes batches
+/// (Accelerate's rule when batches are not split: schedules are written in per-process
+/// batches, so this keeps warm-up and decay on the same number of samples at any world size).
 class AcceleratedScheduler {
  public:
   AcceleratedScheduler(std::shared_ptr<nn::LRScheduler> scheduler, Accelerator& accelerator);
@@ -110,9 +113,9 @@ class AcceleratedScheduler {
   Accelerator& accelerator_;
 };
 
-// The data loader as prepare() returns it: sharded for this rank, batches already on the
-// device, each `for` loop one epoch (a new shuffle), and the end of the loop known to the
-// accelerator so the last batch of an epoch always synchronizes gradients.
+/// The data loader as prepare() returns it: sharded for this rank, batches already on the
+/// device, each `for` loop one epoch (a new shuffle), and the end of the loop known to the
+/// accelerator so the last batch of an epoch always synchronizes gradients.
 class PreparedDataLoader {
  public:
   PreparedDataLoader(std::shared_ptr<data::DataLoader> loader, Accelerator& accelerator);
@@ -138,7 +141,7 @@ class PreparedDataLoader {
   int64_t epoch() const { return next_epoch_ - 1; }
   int64_t next_epoch() const { return next_epoch_; }
   data::DataLoader& loader() { return *loader_; }
-  // The next `for` loop starts at this epoch, skipping this many batches (resume).
+  /// The next `for` loop starts at this epoch, skipping this many batches (resume).
   void resume_at(int64_t epoch, int64_t skip_batches);
   int64_t skip_pending() const { return skip_next_; }
 
@@ -156,7 +159,8 @@ class Accelerator {
                        std::shared_ptr<distributed::ProcessGroup> group = nullptr);
   ~Accelerator();
 
-  // ---- properties ----
+  /// @name properties
+  /// @{
   Device device() const { return device_; }
   int num_processes() const { return group_->size(); }
   int process_index() const { return group_->rank(); }
@@ -171,26 +175,30 @@ class Accelerator {
   distributed::ProcessGroup& process_group() { return *group_; }
   GradScaler* scaler() { return scaler_ ? &*scaler_ : nullptr; }
   const AcceleratorOptions& options() const { return options_; }
+  /// @}
 
-  // ---- prepare ----
+  /// @name prepare
+  /// @{
   template <typename... Objects>
   auto prepare(Objects&&... objects) {
     return std::make_tuple(prepare_one(std::forward<Objects>(objects))...);
   }
   template <typename M>
   std::shared_ptr<M> unwrap_model(const std::shared_ptr<M>& model) const { return model; }
-  // The DDP reducer prepare() attached to `model` (several processes), else null.
+  /// The DDP reducer prepare() attached to `model` (several processes), else null.
   distributed::DistributedDataParallel* ddp_of(const nn::Module& model) const;
-  // The ZeRO engine (zero_stage 1-3, once the model and its optimizer are prepared), else null.
+  /// The ZeRO engine (zero_stage 1-3, once the model and its optimizer are prepared), else null.
   distributed::ZeroEngine* zero() const { return zero_.get(); }
-  // The model's full weights (HF names), copies; gathers them under ZeRO stage 3, so every
-  // process must call it then (Accelerate's get_state_dict).
+  /// The model's full weights (HF names), copies; gathers them under ZeRO stage 3, so every
+  /// process must call it then (Accelerate's get_state_dict).
   std::map<std::string, Tensor> get_state_dict(const nn::Module& model);
+  /// @}
 
-  // ---- training step ----
+  /// @name training step
+  /// @{
   void backward(const Tensor& loss);
-  // Scope of one micro-batch: decides sync_gradients (every gradient_accumulation_steps-th
-  // call, and the last batch of the data loader).
+  /// Scope of one micro-batch: decides sync_gradients (every gradient_accumulation_steps-th
+  /// call, and the last batch of the data loader).
   class AccumulateScope {
    public:
     AccumulateScope(Accelerator& accelerator, nn::Module& model);
@@ -203,16 +211,18 @@ class Accelerator {
   };
   [[nodiscard]] AccumulateScope accumulate(nn::Module& model) { return AccumulateScope(*this, model); }
   [[nodiscard]] AutocastGuard autocast() const;
-  // Unscales first under fp16; returns the total norm before clipping.
+  /// Unscales first under fp16; returns the total norm before clipping.
   double clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, double norm_type = 2.0);
+  /// @}
 
-  // ---- collectives ----
-  // Concatenates every process's tensor along dim 0.
+  /// @name collectives
+  /// @{
+  /// Concatenates every process's tensor along dim 0.
   Tensor gather(const Tensor& tensor);
-  // gather, then drops the samples even_batches duplicated in the last batch of an epoch.
+  /// gather, then drops the samples even_batches duplicated in the last batch of an epoch.
   Tensor gather_for_metrics(const Tensor& tensor);
   Tensor reduce(const Tensor& tensor, const std::string& reduction = "sum");
-  // Pads dim `dim` to the largest size across processes with pad_index.
+  /// Pads dim `dim` to the largest size across processes with pad_index.
   Tensor pad_across_processes(const Tensor& tensor, int64_t dim = 0, double pad_index = 0);
   void wait_for_everyone();
   template <typename... Args>
@@ -222,7 +232,7 @@ class Accelerator {
     ((line << args), ...);
     std::cout << line.str() << std::endl;
   }
-  // Runs the main process first, the others after it (e.g. dataset preprocessing).
+  /// Runs the main process first, the others after it (e.g. dataset preprocessing).
   class MainProcessFirst {
    public:
     explicit MainProcessFirst(Accelerator& accelerator);
@@ -232,23 +242,28 @@ class Accelerator {
     Accelerator& accelerator_;
   };
   [[nodiscard]] MainProcessFirst main_process_first() { return MainProcessFirst(*this); }
+  /// @}
 
-  // ---- checkpoints ----
-  // Writes model(s), optimizer(s), scheduler(s), scaler, RNG state, data loader positions and
-  // registered objects into dir (or the next automatic checkpoint dir); atomic. Returns dir.
+  /// @name checkpoints
+  /// @{
+  /// Writes model(s), optimizer(s), scheduler(s), scaler, RNG state, data loader positions and
+  /// registered objects into dir (or the next automatic checkpoint dir); atomic. Returns dir.
   std::string save_state(const std::string& dir = "");
   void load_state(const std::string& dir = "");  // "" = the latest automatic checkpoint
   void register_for_checkpointing(std::shared_ptr<Checkpointable> object);
-  // Weights only, as model.safetensors (or shards of at most max_shard_size bytes with
-  // model.safetensors.index.json); HF names.
+  /// Weights only, as model.safetensors (or shards of at most max_shard_size bytes with
+  /// model.safetensors.index.json); HF names.
   void save_model(const nn::Module& model, const std::string& dir, int64_t max_shard_size = 10'000'000'000);
   void skip_first_batches(PreparedDataLoader& loader, int64_t num_batches);
   void set_seed(uint64_t seed);
+  /// @}
 
-  // ---- trackers ----
+  /// @name trackers
+  /// @{
   void init_trackers(const std::string& project_name, const trackers::Values& config = {});
   void log(const trackers::Values& values, int64_t step);
   void end_training();
+  /// @}
 
  private:
   friend class AcceleratedOptimizer;

@@ -1,8 +1,9 @@
-// GradScaler: dynamic loss scaling for fp16 with torch.cuda.amp.GradScaler's semantics.
-// The loss is multiplied by `scale` (2^16 to start) before backward so small fp16 gradients
-// do not flush to zero; before the optimizer step the gradients are divided back. If any
-// gradient is inf/NaN the step is skipped and the scale halves; after `growth_interval`
-// (2000) clean steps in a row it doubles.
+/// @file
+/// GradScaler: dynamic loss scaling for fp16 with torch.cuda.amp.GradScaler's semantics.
+/// The loss is multiplied by `scale` (2^16 to start) before backward so small fp16 gradients
+/// do not flush to zero; before the optimizer step the gradients are divided back. If any
+/// gradient is inf/NaN the step is skipped and the scale halves; after `growth_interval`
+/// (2000) clean steps in a row it doubles.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -26,12 +27,12 @@ class GradScaler {
  public:
   explicit GradScaler(GradScalerOptions options = {});
   Tensor scale(const Tensor& loss) const;
-  // Divides the optimizer's gradients by the scale and records whether any is inf/NaN.
-  // At most once per step (step() calls it if the user did not, e.g. before clipping).
+  /// Divides the optimizer's gradients by the scale and records whether any is inf/NaN.
+  /// At most once per step (step() calls it if the user did not, e.g. before clipping).
   void unscale_(nn::Optimizer& optimizer);
-  // optimizer.step() unless an inf/NaN was found; returns whether it stepped.
+  /// optimizer.step() unless an inf/NaN was found; returns whether it stepped.
   bool step(nn::Optimizer& optimizer);
-  // Adjusts the scale for the next iteration; call once per step after step().
+  /// Adjusts the scale for the next iteration; call once per step after step().
   void update();
 
   // With gradients sharded across processes (ZeRO), each sees only its shard: unscale_ then

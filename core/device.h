@@ -1,4 +1,5 @@
-// Where a tensor's bytes live: the CPU or CUDA device N.
+/// @file
+/// Where a tensor's bytes live: the CPU or CUDA device N.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,7 @@ struct Device {
 
   Device() = default;
   Device(DeviceType type, int index = 0) : type(type), index(index) {}
-  // "cpu", "cuda", "cuda:1"
+  /// "cpu", "cuda", "cuda:1"
   Device(const std::string& spec);
   Device(const char* spec) : Device(std::string(spec)) {}
 

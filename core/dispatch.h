@@ -1,7 +1,8 @@
-// The (op, device) dispatch table. Each op family declares one KernelSlot with its kernel's
-// signature (core/kernels.h); each backend fills the slot for its device from its own
-// files (backends/cpu/*.cc register with ACCEL_REGISTER_KERNEL). Kernels switch on dtype
-// themselves. A missing (op, device) is an error that names both.
+/// @file
+/// The (op, device) dispatch table. Each op family declares one KernelSlot with its kernel's
+/// signature (core/kernels.h); each backend fills the slot for its device from its own
+/// files (backends/cpu/*.cc register with ACCEL_REGISTER_KERNEL). Kernels switch on dtype
+/// themselves. A missing (op, device) is an error that names both.
 #pragma once
 
 #include <array>
@@ -17,8 +18,8 @@ namespace accel {
 template <typename Fn>
 class KernelSlot {
  public:
-  // constexpr so the table is constant-initialized before any backend registers into it,
-  // whatever the static initialization order of the translation units.
+  /// constexpr so the table is constant-initialized before any backend registers into it,
+  /// whatever the static initialization order of the translation units.
   constexpr explicit KernelSlot(const char* op_name, const char* profile_name)
       : op_name_(op_name), profile_name_(profile_name), kernels_{} {}
 
@@ -39,7 +40,7 @@ class KernelSlot {
 
  private:
   const char* op_name_;
-  const char* profile_name_;  // "K <op>" in the ACCEL_PROFILE table
+  const char* profile_name_;  ///< "K <op>" in the ACCEL_PROFILE table
   std::array<Fn*, kNumDeviceTypes> kernels_;
 };
 

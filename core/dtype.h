@@ -1,6 +1,7 @@
-// Element types: the DType enum, the 16-bit float types Half and BFloat16 (conversions round
-// to nearest even, as IEEE and PyTorch do), the per-dtype traits table, type promotion, and
-// the visit_* helpers that kernels use to switch on dtype.
+/// @file
+/// Element types: the DType enum, the 16-bit float types Half and BFloat16 (conversions round
+/// to nearest even, as IEEE and PyTorch do), the per-dtype traits table, type promotion, and
+/// the visit_* helpers that kernels use to switch on dtype.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,7 @@ inline float bits_float(uint32_t u) {
   return f;
 }
 
-// bfloat16: the upper 16 bits of an IEEE float32.
+/// bfloat16: the upper 16 bits of an IEEE float32.
 struct BFloat16 {
   uint16_t bits = 0;
   BFloat16() = default;
@@ -52,7 +53,7 @@ struct BFloat16 {
   }
 };
 
-// IEEE 754 binary16.
+/// IEEE 754 binary16.
 struct Half {
   uint16_t bits = 0;
   Half() = default;
@@ -67,12 +68,12 @@ struct Half {
   static float to_float(uint16_t h);
 };
 
-// Traits of one dtype: what the safetensors header calls it, how LibTorch prints it.
+/// Traits of one dtype: what the safetensors header calls it, how LibTorch prints it.
 struct DTypeInfo {
-  const char* name;              // "float32"
-  const char* safetensors_name;  // "F32"
-  const char* torch_type_name;   // "Float" as in CPUFloatType
-  int itemsize;                  // bytes per element
+  const char* name;              ///< "float32"
+  const char* safetensors_name;  ///< "F32"
+  const char* torch_type_name;   ///< "Float" as in CPUFloatType
+  int itemsize;                  ///< bytes per element
   bool is_floating;
 };
 
@@ -80,8 +81,8 @@ const DTypeInfo& dtype_info(DType dtype);
 inline int itemsize(DType dtype) { return dtype_info(dtype).itemsize; }
 inline bool is_floating(DType dtype) { return dtype_info(dtype).is_floating; }
 inline const char* dtype_name(DType dtype) { return dtype_info(dtype).name; }
-DType dtype_from_safetensors_name(const std::string& name);  // throws on unknown names
-// The result type of a binary op on two tensors, as torch.promote_types.
+DType dtype_from_safetensors_name(const std::string& name);  ///< throws on unknown names
+/// The result type of a binary op on two tensors, as torch.promote_types.
 DType promote_types(DType a, DType b);
 
 inline std::ostream& operator<<(std::ostream& out, DType dtype) { return out << dtype_name(dtype); }
@@ -98,7 +99,7 @@ template <> struct CppTypeToDType<bool> { static constexpr DType value = kBool; 
 template <typename T>
 inline constexpr DType dtype_of = CppTypeToDType<T>::value;
 
-// The type kernels compute in: 16-bit floats compute in float and round once at the store.
+/// The type kernels compute in: 16-bit floats compute in float and round once at the store.
 template <typename T> struct OpMath { using type = T; };
 template <> struct OpMath<Half> { using type = float; };
 template <> struct OpMath<BFloat16> { using type = float; };
@@ -107,7 +108,7 @@ using opmath_t = typename OpMath<T>::type;
 
 [[noreturn]] void throw_unsupported_dtype(const char* op, const char* device, DType dtype);
 
-// visit_floating(dtype, "softmax", "cpu", [&]<typename T>() { ... });
+/// `visit_floating(dtype, "softmax", "cpu", [&]<typename T>() { ... });`
 template <typename F>
 decltype(auto) visit_floating(DType dtype, const char* op, const char* device, F&& f) {
   switch (dtype) {

@@ -1,5 +1,6 @@
-// Errors: every failure in accel is an accel::Error whose message says what was expected,
-// what was found, and where. ACCEL_CHECK builds the message only when the check fails.
+/// @file
+/// Errors: every failure in accel is an accel::Error whose message says what was expected,
+/// what was found, and where. ACCEL_CHECK builds the message only when the check fails.
 #pragma once
 
 #include <sstream>
@@ -24,7 +25,7 @@ std::string concat(const Args&... args) {
 
 }  // namespace accel
 
-// ACCEL_CHECK(cond, "op: expected ", a, " but got ", b);
+/// `ACCEL_CHECK(cond, "op: expected ", a, " but got ", b);`
 #define ACCEL_CHECK(cond, ...)                                       \
   do {                                                               \
     if (!(cond)) [[unlikely]] {                                      \

@@ -1,6 +1,7 @@
-// Kernel signatures and dispatch slots: the contract between core/ops and the backends.
-// Ops allocate outputs and check arguments; kernels only compute. Strides are in elements
-// and may be anything (broadcast dims have stride 0) unless a comment says otherwise.
+/// @file
+/// Kernel signatures and dispatch slots: the contract between core/ops and the backends.
+/// Ops allocate outputs and check arguments; kernels only compute. Strides are in elements
+/// and may be anything (broadcast dims have stride 0) unless a comment says otherwise.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,8 @@ enum class UnaryOp : uint8_t {
 
 enum class BinaryOp : uint8_t {
   Add, Sub, Mul, Div, Pow, Maximum, Minimum,
-  Eq, Ne, Lt, Le, Gt, Ge, LogicalAnd, LogicalOr,  // out is bool
-  // Fused backward helpers: out = grad * f'(x) with a = grad, b = x (or the forward output).
+  Eq, Ne, Lt, Le, Gt, Ge, LogicalAnd, LogicalOr,  ///< out is bool
+  /// Fused backward helpers: out = grad * f'(x) with a = grad, b = x (or the forward output).
   GeluBackward, GeluTanhBackward, TanhBackward /* b = tanh(x) */,
   SigmoidBackward /* b = sigmoid(x) */, ReluBackward /* b = relu(x) */,
 };
@@ -29,64 +30,66 @@ enum class RandomKind : uint8_t { Uniform, Normal };
 
 namespace kernels {
 
-// out = op(in); in and out have the same shape; dtypes equal except LogicalNot (out bool).
+/// out = op(in); in and out have the same shape; dtypes equal except LogicalNot (out bool).
 using UnaryFn = void(UnaryOp op, const Tensor& in, const Tensor& out);
-// out = op(a, b); a and b already expanded to out's shape and converted to one dtype.
+/// out = op(a, b); a and b already expanded to out's shape and converted to one dtype.
 using BinaryFn = void(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
-// out = a + alpha * b (the fused form of add/sub with alpha, used by optimizers too).
+/// out = a + alpha * b (the fused form of add/sub with alpha, used by optimizers too).
 using AddScaledFn = void(const Tensor& a, const Tensor& b, double alpha, const Tensor& out);
-// out = cond ? a : b; all expanded to out's shape.
+/// out = cond ? a : b; all expanded to out's shape.
 using WhereFn = void(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 using ClampFn = void(const Tensor& in, std::optional<double> min, std::optional<double> max, const Tensor& out);
-// dst = src converted to dst's dtype; same shapes, any strides (copy_, contiguous, to(dtype)).
+/// dst = src converted to dst's dtype; same shapes, any strides (copy_, contiguous, to(dtype)).
 using CopyFn = void(const Tensor& src, const Tensor& dst);
 using FillFn = void(const Tensor& dst, Scalar value);
-// dst[i] = start + i * step for contiguous dst.
+/// dst[i] = start + i * step for contiguous dst.
 using ArangeFn = void(const Tensor& dst, double start, double step);
-// Reduces `in` over `dims` (sorted, unique) into out (keepdim shape: size 1 on reduced dims).
-// Max/Min also write `indices` (int64, same shape as out) when defined; ArgMax/ArgMin write
-// only out (int64). Var uses `correction`.
+/// Reduces `in` over `dims` (sorted, unique) into out (keepdim shape: size 1 on reduced dims).
+/// Max/Min also write `indices` (int64, same shape as out) when defined; ArgMax/ArgMin write
+/// only out (int64). Var uses `correction`.
 using ReduceFn = void(ReduceOp op, const Tensor& in, const Shape& dims, const Tensor& out,
                       const Tensor& indices, int64_t correction);
-// out (B, M, N) = a (B, M, K) @ b (B, K, N) [+ bias (N)]; a and b may be transposed views or
-// have batch stride 0; out is contiguous. beta = 1 accumulates into out instead.
+/// out (B, M, N) = a (B, M, K) @ b (B, K, N) [+ bias (N)]; a and b may be transposed views or
+/// have batch stride 0; out is contiguous. beta = 1 accumulates into out instead.
 using MatmulFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate);
-// Softmax over dim of a contiguous tensor; log selects log_softmax.
+/// Softmax over dim of a contiguous tensor; log selects log_softmax.
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
-// grad_in = softmax backward from the forward output `out` and grad `grad`.
+/// grad_in = softmax backward from the forward output `out` and grad `grad`.
 using SoftmaxBackwardFn = void(const Tensor& grad, const Tensor& out, int64_t dim, bool log, const Tensor& grad_in);
-// x (rows, cols) contiguous; weight/bias (cols) optional; mean/rstd (rows) float32 or float64.
+/// x (rows, cols) contiguous; weight/bias (cols) optional; mean/rstd (rows) float32 or float64.
 using LayerNormFn = void(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
 using LayerNormBackwardFn = void(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
                                  const Tensor& grad_weight, const Tensor& grad_bias);
-// out = x.index_select(dim, index); index 1-D int64/int32, bounds already checked.
+/// out = x.index_select(dim, index); index 1-D int64/int32, bounds already checked.
 using IndexSelectFn = void(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
-// out.index_add_(dim, index, source) in place.
+/// out.index_add_(dim, index, source) in place.
 using IndexAddFn = void(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& source);
-// out = x.gather(dim, index) with index's shape.
+/// out = x.gather(dim, index) with index's shape.
 using GatherFn = void(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
-// out.scatter_add_(dim, index, source) in place.
+/// out.scatter_add_(dim, index, source) in place.
 using ScatterAddFn = void(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& source);
-// Fills contiguous dst from the Philox stream (seed, offset) described in core/random.h.
+/// Fills contiguous dst from the Philox stream (seed, offset) described in core/random.h.
 using RandomFn = void(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b);
-// One AdamW step (PyTorch semantics) over contiguous tensors of one shape, in place:
-//   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+/// One AdamW step (PyTorch semantics) over contiguous tensors of one shape, in place:
+/// @verbatim
+///   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+///   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+/// @endverbatim
 struct AdamWHyper {
   double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // t, counted from 1
+  int64_t step;  ///< t, counted from 1
 };
 using AdamWFn = void(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                      const AdamWHyper& hyper);
-// Dropout in one pass over contiguous x: keep[i] = (uniform_i >= p) with uniform_i element i
-// of the Philox draw (seed, offset) exactly as rand() would give it; out = x * keep / (1 - p);
-// mask (bool) records keep for backward.
+/// Dropout in one pass over contiguous x: keep[i] = (uniform_i >= p) with uniform_i element i
+/// of the Philox draw (seed, offset) exactly as rand() would give it; out = x * keep / (1 - p);
+/// mask (bool) records keep for backward.
 using DropoutFn = void(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask);
-// grad_in = grad * mask * scale, all contiguous.
+/// grad_in = grad * mask * scale, all contiguous.
 using DropoutBackwardFn = void(const Tensor& grad, const Tensor& mask, double scale, const Tensor& grad_in);
-// Copies bytes between devices (host<->device); same dtype and shape, both contiguous.
+/// Copies bytes between devices (host<->device); same dtype and shape, both contiguous.
 using CrossDeviceCopyFn = void(const Tensor& src, const Tensor& dst);
 
 inline constinit KernelSlot<UnaryFn> unary{"unary", "K unary"};

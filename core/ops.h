@@ -1,7 +1,8 @@
-// The tensor op API: free functions with LibTorch names and semantics. Each op checks its
-// arguments (errors name the op and show the shapes), dispatches to the kernel registered
-// for the tensors' device, and records an autograd node when an input requires grad.
-// Implementations: core/ops/*.cc; backward rules: core/autograd/derivatives*.cc.
+/// @file
+/// The tensor op API: free functions with LibTorch names and semantics. Each op checks its
+/// arguments (errors name the op and show the shapes), dispatches to the kernel registered
+/// for the tensors' device, and records an autograd node when an input requires grad.
+/// Implementations: core/ops/*.cc; backward rules: core/autograd/derivatives*.cc.
 #pragma once
 
 #include <optional>
@@ -11,7 +12,8 @@
 
 namespace accel {
 
-// ---- factories (core/ops/factory.cc) ----
+/// @name factories (core/ops/factory.cc)
+/// @{
 struct TensorOptions {
   DType dtype = kFloat32;
   Device device = kCPU;
@@ -29,30 +31,34 @@ Tensor empty_like(const Tensor& t);
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor full_like(const Tensor& t, Scalar value);
-// [start, end) in steps of step; dtype int64 when all arguments are integers.
+/// [start, end) in steps of step; dtype int64 when all arguments are integers.
 Tensor arange(Scalar end, std::optional<DType> dtype = std::nullopt);
 Tensor arange(Scalar start, Scalar end, Scalar step = 1, std::optional<DType> dtype = std::nullopt);
-// Copies values (converted to dtype) into a new tensor of the given shape.
+/// Copies values (converted to dtype) into a new tensor of the given shape.
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& sizes, std::optional<DType> dtype = std::nullopt);
 template <typename T>
 Tensor from_vector(const std::vector<T>& values) {
   return from_vector(values, Shape{static_cast<int64_t>(values.size())});
 }
-// Copies nbytes from a raw buffer laid out contiguously as dtype.
+/// Copies nbytes from a raw buffer laid out contiguously as dtype.
 Tensor from_blob_copy(const void* data, const Shape& sizes, DType dtype);
 Tensor scalar_tensor(Scalar value, DType dtype, Device device = kCPU);
+/// @}
 
-// ---- random (core/random.h documents the Philox stream) ----
+/// @name random (core/random.h documents the Philox stream)
+/// @{
 class Generator;
 Tensor rand(const Shape& sizes, TensorOptions options = {}, Generator* generator = nullptr);
 Tensor randn(const Shape& sizes, TensorOptions options = {}, Generator* generator = nullptr);
-// Integers uniform in [low, high).
+/// Integers uniform in [low, high).
 Tensor randint(int64_t low, int64_t high, const Shape& sizes, TensorOptions options = kInt64,
                Generator* generator = nullptr);
 void manual_seed(uint64_t seed);
+/// @}
 
-// ---- pointwise (core/ops/pointwise.cc) ----
+/// @name pointwise (core/ops/pointwise.cc)
+/// @{
 Tensor add(const Tensor& a, const Tensor& b, Scalar alpha = 1);
 Tensor sub(const Tensor& a, const Tensor& b, Scalar alpha = 1);
 Tensor mul(const Tensor& a, const Tensor& b);
@@ -79,18 +85,20 @@ Tensor rsqrt(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
-// approximate: "none" is the exact erf form, "tanh" the tanh approximation (gelu_new).
+/// approximate: "none" is the exact erf form, "tanh" the tanh approximation (gelu_new).
 Tensor gelu(const Tensor& x, const std::string& approximate = "none");
 Tensor erf(const Tensor& x);
 Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> max = std::nullopt);
-// out[i] = condition[i] ? a[i] : b[i], broadcasting all three.
+/// out[i] = condition[i] ? a[i] : b[i], broadcasting all three.
 Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);
 Tensor where(const Tensor& condition, const Tensor& a, Scalar b);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, Scalar value);
-// A tensor holding `value` with x's dtype and device, for scalar overloads.
+/// A tensor holding `value` with x's dtype and device, for scalar overloads.
 Tensor wrap_scalar(Scalar value, const Tensor& like);
+/// @}
 
-// ---- reductions (core/ops/reduce.cc); an empty dims list reduces over all dims ----
+/// @name reductions (core/ops/reduce.cc); an empty dims list reduces over all dims
+/// @{
 Tensor sum(const Tensor& x, const Shape& dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const Shape& dims = {}, bool keepdim = false);
 struct ValuesIndices {
@@ -99,60 +107,71 @@ struct ValuesIndices {
 };
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
-Tensor max(const Tensor& x);  // over all elements
+Tensor max(const Tensor& x);  ///< over all elements
 Tensor min(const Tensor& x);
 Tensor amax(const Tensor& x, const Shape& dims = {}, bool keepdim = false);
 Tensor amin(const Tensor& x, const Shape& dims = {}, bool keepdim = false);
 Tensor argmax(const Tensor& x, std::optional<int64_t> dim = std::nullopt, bool keepdim = false);
 Tensor argmin(const Tensor& x, std::optional<int64_t> dim = std::nullopt, bool keepdim = false);
-// Bessel-corrected by `correction` (1 = unbiased, as torch.var's default).
+/// Bessel-corrected by `correction` (1 = unbiased, as torch.var's default).
 Tensor var(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool keepdim = false);
 Tensor std(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool keepdim = false);
-// Sums a gradient back to `shape` after broadcasting (used by backward rules).
+/// Sums a gradient back to `shape` after broadcasting (used by backward rules).
 Tensor sum_to(const Tensor& x, const Shape& shape);
+/// @}
 
-// ---- linear algebra (core/ops/linalg.cc) ----
-// torch.matmul: 1-D dot, 2-D matrix product, batched with broadcast batch dims.
+/// @name linear algebra (core/ops/linalg.cc)
+/// @{
+/// torch.matmul: 1-D dot, 2-D matrix product, batched with broadcast batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
-// x (..., in) @ weight (out, in)^T + bias (out) -> (..., out), one GEMM call.
+/// x (..., in) @ weight (out, in)^T + bias (out) -> (..., out), one GEMM call.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+/// @}
 
-// ---- neural-network functions (core/ops/nn.cc) ----
+/// @name neural-network functions (core/ops/nn.cc)
+/// @{
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
-// Normalizes over the trailing normalized_shape dims; weight and bias are optional.
+/// Normalizes over the trailing normalized_shape dims; weight and bias are optional.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
-// weight (num_embeddings, dim); indices int64/int32 of any shape -> (*indices.shape, dim).
-// Rows at padding_idx receive no gradient.
+/// weight (num_embeddings, dim); indices int64/int32 of any shape -> (*indices.shape, dim).
+/// Rows at padding_idx receive no gradient.
 Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);
-// Zeroes each element with probability p and scales the rest by 1/(1-p) when training.
+/// Zeroes each element with probability p and scales the rest by 1/(1-p) when training.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = nullptr);
 enum class Reduction { None, Mean, Sum };
-// logits (N, C) or (N, C, d1, ...), target class indices (N) or (N, d1, ...).
+/// logits (N, C) or (N, C, d1, ...), target class indices (N) or (N, d1, ...).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
                      Reduction reduction = Reduction::Mean, double label_smoothing = 0.0);
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, int64_t ignore_index = -100,
                 Reduction reduction = Reduction::Mean);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+/// @}
 
-// ---- joining and indexing (core/ops/indexing.cc) ----
+/// @name joining and indexing (core/ops/indexing.cc)
+/// @{
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
-// out = x with out[..., index[i], ...] += source[..., i, ...] along dim.
+/// out = x with out[..., index[i], ...] += source[..., i, ...] along dim.
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source);
-// out = x with out[index[i][j]][j] += source[i][j] (dim 0 shown), like torch.scatter_add.
+/// out = x with out[index[i][j]][j] += source[i][j] (dim 0 shown), like torch.scatter_add.
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source);
 Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);
+/// @}
 
-// ---- conversion ----
+/// @name conversion
+/// @{
 Tensor to_dtype(const Tensor& x, DType dtype);
 Tensor to_device(const Tensor& x, Device device);
+/// @}
 
-// ---- comparison helpers for tests and users ----
+/// @name comparison helpers for tests and users
+/// @{
 bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
 bool equal(const Tensor& a, const Tensor& b);
+/// @}
 
 }  // namespace accel

@@ -1,5 +1,6 @@
-// Threading: OpenMP, the same runtime oneDNN uses here, so the two never oversubscribe.
-// OMP_NUM_THREADS sets the count; set_num_threads changes it at run time.
+/// @file
+/// Threading: OpenMP, the same runtime oneDNN uses here, so the two never oversubscribe.
+/// OMP_NUM_THREADS sets the count; set_num_threads changes it at run time.
 #pragma once
 
 #include <cstdint>
@@ -11,9 +12,9 @@ namespace accel {
 inline int get_num_threads() { return omp_get_max_threads(); }
 inline void set_num_threads(int n) { omp_set_num_threads(n); }
 
-// Calls fn(begin, end) on disjoint chunks of [0, n) from several threads when there are at
-// least `grain` items per thread; runs inline otherwise (and when already inside a
-// parallel region).
+/// Calls fn(begin, end) on disjoint chunks of [0, n) from several threads when there are at
+/// least `grain` items per thread; runs inline otherwise (and when already inside a
+/// parallel region).
 template <typename F>
 void parallel_for(int64_t n, int64_t grain, const F& fn) {
   if (n <= 0) return;

@@ -1,8 +1,9 @@
-// ACCEL_PROFILE=1: times every kernel call (by dispatch slot) and every backward node (by
-// name), and prints a table sorted by total time at exit, so anyone can see where the time
-// goes. The same scopes feed ACCEL_TRACE's timeline (core/trace.h), so that one wrapper
-// around each kernel call serves both. With both off, a scope costs one predictable branch
-// on two static flags.
+/// @file
+/// ACCEL_PROFILE=1: times every kernel call (by dispatch slot) and every backward node (by
+/// name), and prints a table sorted by total time at exit, so anyone can see where the time
+/// goes. The same scopes feed ACCEL_TRACE's timeline (core/trace.h), so that one wrapper
+/// around each kernel call serves both. With both off, a scope costs one predictable branch
+/// on two static flags.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +19,8 @@ extern bool g_enabled;  // read from ACCEL_PROFILE before main
 inline bool enabled() { return detail::g_enabled; }
 void record(const char* name, double seconds);
 
-// Times a scope when profiling or tracing is on: for the table under profile_name ("K matmul",
-// "MulBackward"), on the calling thread's trace track under trace_name and category.
+/// Times a scope when profiling or tracing is on: for the table under profile_name ("K matmul",
+/// "MulBackward"), on the calling thread's trace track under trace_name and category.
 class Scope {
  public:
   Scope(const char* profile_name, const char* trace_name, const char* category)

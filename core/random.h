@@ -1,21 +1,24 @@
-// Random numbers: a Philox-4x32-10 counter-based generator (Salmon et al., SC'11; the one
-// cuRAND and PyTorch's CUDA backend use). Being counter-based, element i of any draw can be
-// computed independently, so the CPU and CUDA backends produce the same stream.
-//
-// The stream, exactly:
-//   key     = (k0, k1) = (low 32 bits of seed, high 32 bits of seed)
-//   block j of a draw at generator offset `offset` is
-//     philox4x32_10(counter = (c0, c1, c2, c3) = (lo32(offset + j), hi32(offset + j), 0, 0), key)
-//   giving four 32-bit words w0..w3. Element i of the draw uses block i / 4, word i % 4.
-//   uniform float in [0, 1):  (w >> 8) * 2^-24          (scaled to [a, b) as a + (b - a) * u)
-//   uniform double in [0, 1): same 24-bit value (the stream is the same for every dtype)
-//   normal (Box-Muller): elements 2m and 2m+1 (m = 0, 1, ... over the draw) use uniforms
-//     u1 = 1 - uniform(word of element 2m) in (0, 1], u2 = uniform(word of element 2m+1):
-//     z0 = sqrt(-2 ln u1) cos(2 pi u2), z1 = sqrt(-2 ln u1) sin(2 pi u2); then mean + std * z.
-//   integers in [low, high): low + floor(u * (high - low)) with u the element's uniform, for
-//     ranges up to 2^24 values (so every integer is equally likely up to the 24-bit grid).
-// A draw of n elements advances the generator's offset by ceil(n / 4) blocks (rounded up
-// to an even count of elements for normals).
+/// @file
+/// Random numbers: a Philox-4x32-10 counter-based generator (Salmon et al., SC'11; the one
+/// cuRAND and PyTorch's CUDA backend use). Being counter-based, element i of any draw can be
+/// computed independently, so the CPU and CUDA backends produce the same stream.
+///
+/// The stream, exactly:
+/// @verbatim
+/// key     = (k0, k1) = (low 32 bits of seed, high 32 bits of seed)
+/// block j of a draw at generator offset `offset` is
+///   philox4x32_10(counter = (c0, c1, c2, c3) = (lo32(offset + j), hi32(offset + j), 0, 0), key)
+/// giving four 32-bit words w0..w3. Element i of the draw uses block i / 4, word i % 4.
+/// uniform float in [0, 1):  (w >> 8) * 2^-24          (scaled to [a, b) as a + (b - a) * u)
+/// uniform double in [0, 1): same 24-bit value (the stream is the same for every dtype)
+/// normal (Box-Muller): elements 2m and 2m+1 (m = 0, 1, ... over the draw) use uniforms
+///   u1 = 1 - uniform(word of element 2m) in (0, 1], u2 = uniform(word of element 2m+1):
+///   z0 = sqrt(-2 ln u1) cos(2 pi u2), z1 = sqrt(-2 ln u1) sin(2 pi u2); then mean + std * z.
+/// integers in [low, high): low + floor(u * (high - low)) with u the element's uniform, for
+///   ranges up to 2^24 values (so every integer is equally likely up to the 24-bit grid).
+/// @endverbatim
+/// A draw of n elements advances the generator's offset by ceil(n / 4) blocks (rounded up
+/// to an even count of elements for normals).
 #pragma once
 
 #include <array>
@@ -26,7 +29,7 @@ namespace accel {
 
 using PhiloxBlock = std::array<uint32_t, 4>;
 
-// Ten rounds of Philox-4x32 on counter c with key k.
+/// Ten rounds of Philox-4x32 on counter c with key k.
 inline PhiloxBlock philox4x32_10(PhiloxBlock c, std::array<uint32_t, 2> k) {
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
@@ -47,7 +50,7 @@ inline PhiloxBlock philox_block(uint64_t seed, uint64_t block_index) {
 
 inline float philox_uniform(uint32_t word) { return float(word >> 8) * (1.0f / 16777216.0f); }
 
-// A seed plus a position (offset, in Philox blocks) in the stream. Thread-safe.
+/// A seed plus a position (offset, in Philox blocks) in the stream. Thread-safe.
 class Generator {
  public:
   explicit Generator(uint64_t seed = 67280421310721ull) : seed_(seed) {}
@@ -63,7 +66,7 @@ class Generator {
     seed_ = seed;
     offset_ = offset;
   }
-  // Reserves the blocks for a draw of `elements` and returns the offset to draw them at.
+  /// Reserves the blocks for a draw of `elements` and returns the offset to draw them at.
   uint64_t reserve(uint64_t elements) {
     std::lock_guard<std::mutex> lock(mutex_);
     uint64_t start = offset_;
@@ -77,7 +80,7 @@ class Generator {
   uint64_t offset_ = 0;
 };
 
-// The process-wide default generator, seeded by manual_seed().
+/// The process-wide default generator, seeded by manual_seed().
 Generator& default_generator();
 
 }  // namespace accel

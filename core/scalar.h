@@ -1,5 +1,6 @@
-// A number passed to a tensor op: a double, an integer or a bool, remembered as which, so
-// that `x + 1` keeps x's integer dtype and `x + 0.5` promotes an integer tensor to float.
+/// @file
+/// A number passed to a tensor op: a double, an integer or a bool, remembered as which, so
+/// that `x + 1` keeps x's integer dtype and `x + 0.5` promotes an integer tensor to float.
 #pragma once
 
 #include <cstdint>

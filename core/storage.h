@@ -1,7 +1,8 @@
-// Storage: a refcounted block of bytes on one device, plus the version counter that autograd
-// uses to notice in-place changes to tensors it saved. Tensors (and all their views) share a
-// Storage through std::shared_ptr. Allocators are per device type; the CUDA backend
-// registers its own.
+/// @file
+/// Storage: a refcounted block of bytes on one device, plus the version counter that autograd
+/// uses to notice in-place changes to tensors it saved. Tensors (and all their views) share a
+/// Storage through std::shared_ptr. Allocators are per device type; the CUDA backend
+/// registers its own.
 #pragma once
 
 #include <atomic>
@@ -21,16 +22,16 @@ class Allocator {
   virtual void deallocate(void* ptr, size_t nbytes, Device device) = 0;
 };
 
-// Returns the allocator registered for this device type; throws if none (e.g. CUDA in a
-// build without the CUDA backend).
+/// Returns the allocator registered for this device type; throws if none (e.g.\ CUDA in a
+/// build without the CUDA backend).
 Allocator* get_allocator(DeviceType type);
 void set_allocator(DeviceType type, Allocator* allocator);
 
 class StorageImpl {
  public:
-  // Allocates nbytes on device with that device's allocator.
+  /// Allocates nbytes on device with that device's allocator.
   StorageImpl(size_t nbytes, Device device);
-  // Wraps memory owned elsewhere (a memory-mapped file, a user buffer); deleter frees it.
+  /// Wraps memory owned elsewhere (a memory-mapped file, a user buffer); deleter frees it.
   StorageImpl(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter);
   ~StorageImpl();
   StorageImpl(const StorageImpl&) = delete;
@@ -48,7 +49,7 @@ class StorageImpl {
   bool is_released() const { return released_; }
   Device device() const { return device_; }
 
-  // Bumped by every in-place write through any tensor that views this storage.
+  /// Bumped by every in-place write through any tensor that views this storage.
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -56,7 +57,7 @@ class StorageImpl {
   void* data_;
   size_t nbytes_;
   Device device_;
-  std::function<void(void*)> deleter_;  // empty: returned to the device allocator
+  std::function<void(void*)> deleter_;  ///< empty: returned to the device allocator
   std::atomic<uint64_t> version_{0};
   bool released_ = false;
 };

@@ -1,7 +1,8 @@
-// Tensor: a thin value type over a refcounted TensorImpl (storage + sizes/strides/offset +
-// dtype + optional autograd state). Copies of a Tensor share one impl, as in LibTorch; views
-// get their own impl over the same Storage. Method names follow LibTorch's C++ frontend.
-// The math lives in core/ops.h as free functions; methods here forward to them.
+/// @file
+/// Tensor: a thin value type over a refcounted TensorImpl (storage + sizes/strides/offset +
+/// dtype + optional autograd state). Copies of a Tensor share one impl, as in LibTorch; views
+/// get their own impl over the same Storage. Method names follow LibTorch's C++ frontend.
+/// The math lives in core/ops.h as free functions; methods here forward to them.
 #pragma once
 
 #include <functional>
@@ -29,14 +30,14 @@ class Tensor;
 struct TensorImpl {
   Storage storage;
   Shape sizes;
-  Shape strides;       // in elements
-  int64_t offset = 0;  // in elements, from storage->data()
+  Shape strides;       ///< in elements
+  int64_t offset = 0;  ///< in elements, from storage->data()
   DType dtype = kFloat32;
-  std::unique_ptr<autograd::AutogradMeta> autograd;  // null until autograd state is needed
+  std::unique_ptr<autograd::AutogradMeta> autograd;  ///< null until autograd state is needed
 
   TensorImpl(Storage storage, Shape sizes, Shape strides, int64_t offset, DType dtype);
   ~TensorImpl();
-  autograd::AutogradMeta& autograd_meta();  // creates it on first use
+  autograd::AutogradMeta& autograd_meta();  ///< creates it on first use
 };
 
 class Tensor {
@@ -44,12 +45,13 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // A new contiguous tensor with uninitialized memory.
+  /// A new contiguous tensor with uninitialized memory.
   static Tensor empty(const Shape& sizes, DType dtype = kFloat32, Device device = kCPU);
-  // A tensor over existing storage (the basis of every view).
+  /// A tensor over existing storage (the basis of every view).
   static Tensor view_of(Storage storage, Shape sizes, Shape strides, int64_t offset, DType dtype);
 
-  // ---- metadata ----
+  /// @name metadata
+  /// @{
   bool defined() const { return impl_ != nullptr; }
   const Shape& sizes() const { return impl()->sizes; }
   const Shape& shape() const { return impl()->sizes; }
@@ -71,28 +73,32 @@ class Tensor {
   const Storage& storage() const { return impl()->storage; }
   TensorImpl* impl() const;
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
-  // Number of Tensor handles sharing this impl (used to steal buffers safely).
+  /// Number of Tensor handles sharing this impl (used to steal buffers safely).
   long use_count() const { return impl_.use_count(); }
-  // The in-place write counter of the underlying storage.
+  /// The in-place write counter of the underlying storage.
   uint64_t version() const { return storage()->version(); }
-  std::string str() const;  // LibTorch-style printing
+  std::string str() const;  ///< LibTorch-style printing
   std::string shape_string() const { return shape_str(sizes()); }
+  /// @}
 
-  // ---- data access (CPU) ----
+  /// @name data access (CPU)
+  /// @{
   void* data_ptr() const;
   template <typename T>
   T* data_ptr() const {
     check_dtype(dtype_of<T>, "data_ptr");
     return static_cast<T*>(data_ptr());
   }
-  // The value of a one-element tensor, converted to T.
+  /// The value of a one-element tensor, converted to T.
   template <typename T>
   T item() const;
   double item_double() const;
   template <typename T>
-  std::vector<T> to_vector() const;  // elements in row-major order, converted to T
+  std::vector<T> to_vector() const;  ///< elements in row-major order, converted to T
+  /// @}
 
-  // ---- autograd ----
+  /// @name autograd
+  /// @{
   bool requires_grad() const;
   Tensor& requires_grad_(bool requires_grad = true);
   const Tensor& grad() const;
@@ -101,23 +107,25 @@ class Tensor {
   bool is_leaf() const;
   std::shared_ptr<autograd::Node> grad_fn() const;
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
-  // hook(grad) runs when this tensor's gradient is computed; returning a defined tensor
-  // replaces the gradient.
+  /// hook(grad) runs when this tensor's gradient is computed; returning a defined tensor
+  /// replaces the gradient.
   void register_hook(std::function<Tensor(const Tensor&)> hook) const;
-  // On leaves: hook(leaf) runs after the gradient has been accumulated into leaf.grad()
-  // (the point where DDP launches its bucket all-reduce).
+  /// On leaves: hook(leaf) runs after the gradient has been accumulated into leaf.grad()
+  /// (the point where DDP launches its bucket all-reduce).
   void register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook) const;
-  // Keeps the gradient of a non-leaf tensor in grad() after backward.
+  /// Keeps the gradient of a non-leaf tensor in grad() after backward.
   void retain_grad() const;
-  // Same storage, no autograd history.
+  /// Same storage, no autograd history.
   Tensor detach() const;
-  // Makes this tensor use other's storage, layout and dtype while keeping its identity and
-  // autograd flags (how Module::to moves parameters that layers hold handles to). Any
-  // gradient is dropped.
+  /// Makes this tensor use other's storage, layout and dtype while keeping its identity and
+  /// autograd flags (how Module::to moves parameters that layers hold handles to). Any
+  /// gradient is dropped.
   void set_data(const Tensor& other);
   Tensor& detach_();
+  /// @}
 
-  // ---- views (share storage; see core/ops/views.cc) ----
+  /// @name views (share storage; see core/ops/views.cc)
+  /// @{
   Tensor view(const Shape& shape) const;
   Tensor reshape(const Shape& shape) const;
   Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
@@ -135,15 +143,19 @@ class Tensor {
   Tensor squeeze() const;
   Tensor squeeze(int64_t dim) const;
   Tensor contiguous() const;
+  /// @}
 
-  // ---- copies and conversion ----
+  /// @name copies and conversion
+  /// @{
   Tensor clone() const;
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
   Tensor to(Device device, DType dtype) const;
   Tensor cpu() const { return to(kCPU); }
+  /// @}
 
-  // ---- math (forwarding to core/ops.h) ----
+  /// @name math (forwarding to core/ops.h)
+  /// @{
   Tensor add(const Tensor& other, Scalar alpha = 1) const;
   Tensor sub(const Tensor& other, Scalar alpha = 1) const;
   Tensor mul(const Tensor& other) const;
@@ -176,8 +188,10 @@ class Tensor {
   Tensor log_softmax(int64_t dim) const;
   Tensor index_select(int64_t dim, const Tensor& index) const;
   Tensor gather(int64_t dim, const Tensor& index) const;
+  /// @}
 
-  // ---- in place (bump the version counter; refused on tensors that need grad) ----
+  /// @name in place (bump the version counter; refused on tensors that need grad)
+  /// @{
   Tensor& add_(const Tensor& other, Scalar alpha = 1);
   Tensor& sub_(const Tensor& other, Scalar alpha = 1);
   Tensor& mul_(const Tensor& other);
@@ -192,6 +206,7 @@ class Tensor {
   Tensor& zero_();
 
   void check_dtype(DType expected, const char* op) const;
+  /// @}
 
  private:
   std::shared_ptr<TensorImpl> impl_;
@@ -199,7 +214,7 @@ class Tensor {
 
 std::ostream& operator<<(std::ostream& out, const Tensor& tensor);
 
-// Operators with LibTorch semantics (elementwise, broadcasting; comparisons give bool).
+/// Operators with LibTorch semantics (elementwise, broadcasting; comparisons give bool).
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
 Tensor operator*(const Tensor& a, const Tensor& b);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Keeps the C++ in docs/*.md equal to the example programs CI builds and runs.
+"""Keeps the C++ in README.md and docs/*.md equal to the example programs CI builds and runs.
 
-Every ```cpp block in docs/*.md must sit right under a marker naming its source:
+Every ```cpp block in README.md and docs/*.md must sit right under a marker naming its source:
 
     <!-- snippet: examples/autograd_tour.cc hooks -->
     ```cpp
@@ -81,7 +81,7 @@ def main():
 
     built = (ROOT / "examples" / "CMakeLists.txt").read_text()
     cache, problems, checked = {}, [], 0
-    for doc in sorted((ROOT / "docs").glob("*.md")):
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = doc.read_text()
         lines = text.split("\n")
         replacements = []

@@ -45,8 +45,10 @@ int main(int argc, char** argv) {
     auto eval_dataloader = std::make_shared<data::DataLoader>(
         tokenized_dev, data::DataLoaderOptions{.batch_size = 64, .pad_token_id = tokenizer.pad_token_id()});
 
+    // [snippet:training_loop]
     // The optimizer, then prepare everything for the device and the processes.
-    auto optimizer = std::make_shared<nn::AdamW>(model->parameters(), nn::AdamWOptions{.lr = 5e-5});
+    auto optimizer = std::make_shared<nn::AdamW>(model->parameters(),
+                                                 nn::AdamWOptions{.lr = 5e-5});
     auto [prepared_model, prepared_optimizer, prepared_train, prepared_eval] =
         accelerator.prepare(model, optimizer, train_dataloader, eval_dataloader);
 
@@ -58,7 +60,8 @@ int main(int argc, char** argv) {
     for (int64_t epoch = 0; epoch < epochs; ++epoch) {
       model->train();
       for (auto& batch : *prepared_train) {
-        Tensor loss = model->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels).loss;
+        Tensor loss = model->forward(batch.input_ids, batch.attention_mask,
+                                     batch.token_type_ids, batch.labels).loss;
         accelerator.backward(loss);  // handles scaling in mixed precision
         prepared_optimizer->step();
         scheduler->step();
@@ -66,6 +69,7 @@ int main(int argc, char** argv) {
       }
       accelerator.print("Epoch ", epoch, " complete");
     }
+    // [end]
 
     // 6. Evaluation: gather predictions from every process, drop the padding duplicates.
     model->eval();

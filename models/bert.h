@@ -1,7 +1,8 @@
-// BERT (Devlin et al. 2018) as transformers' BertModel, module for module and name for name,
-// so Hugging Face checkpoints load directly: embeddings (word + position + token type,
-// LayerNorm, dropout), a stack of post-LayerNorm encoder layers, an optional tanh pooler,
-// and BertForSequenceClassification on top. Plus sentence-embedding pooling.
+/// @file
+/// BERT (Devlin et al. 2018) as transformers' BertModel, module for module and name for name,
+/// so Hugging Face checkpoints load directly: embeddings (word + position + token type,
+/// LayerNorm, dropout), a stack of post-LayerNorm encoder layers, an optional tanh pooler,
+/// and BertForSequenceClassification on top. Plus sentence-embedding pooling.
 #pragma once
 
 #include <memory>
@@ -17,14 +18,14 @@ namespace accel::models {
 class BertEmbeddings : public nn::Module {
  public:
   explicit BertEmbeddings(const BertConfig& config);
-  // input_ids, token_type_ids (B, T) -> (B, T, hidden)
+  /// input_ids, token_type_ids (B, T) -> (B, T, hidden)
   Tensor forward(const Tensor& input_ids, const Tensor& token_type_ids) const;
   std::shared_ptr<nn::Embedding> word_embeddings, position_embeddings, token_type_embeddings;
   std::shared_ptr<nn::LayerNorm> LayerNorm;
   std::shared_ptr<nn::Dropout> dropout;
 };
 
-// dense + dropout + residual + LayerNorm: BertSelfOutput and BertOutput share this shape.
+/// dense + dropout + residual + LayerNorm: BertSelfOutput and BertOutput share this shape.
 class BertResidualOutput : public nn::Module {
  public:
   BertResidualOutput(int64_t in_features, const BertConfig& config);
@@ -53,7 +54,7 @@ class BertIntermediate : public nn::Module {
 class BertLayer : public nn::Module {
  public:
   explicit BertLayer(const BertConfig& config);
-  // (B, T, hidden) -> (B, T, hidden)
+  /// (B, T, hidden) -> (B, T, hidden)
   Tensor forward(const Tensor& hidden, const Tensor& additive_mask) const;
   std::shared_ptr<BertAttention> attention;
   std::shared_ptr<BertIntermediate> intermediate;
@@ -71,42 +72,42 @@ class BertEncoder : public nn::Module {
 class BertPooler : public nn::Module {
  public:
   explicit BertPooler(const BertConfig& config);
-  // tanh(dense(hidden[:, 0])): (B, T, hidden) -> (B, hidden)
+  /// tanh(dense(hidden[:, 0])): (B, T, hidden) -> (B, hidden)
   Tensor forward(const Tensor& hidden) const;
   std::shared_ptr<nn::Linear> dense;
 };
 
 struct BertOutput {
-  Tensor last_hidden_state;  // (B, T, hidden)
-  Tensor pooler_output;      // (B, hidden), undefined without a pooler
+  Tensor last_hidden_state;  ///< (B, T, hidden)
+  Tensor pooler_output;      ///< (B, hidden), undefined without a pooler
 };
 
 class BertModel : public nn::Module {
  public:
   BertModel(const BertConfig& config, bool add_pooling_layer = true);
-  // input_ids (B, T) int64; attention_mask (B, T) of 1/0 and token_type_ids (B, T) optional.
+  /// input_ids (B, T) int64; attention_mask (B, T) of 1/0 and token_type_ids (B, T) optional.
   BertOutput forward(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                      const Tensor& token_type_ids = Tensor()) const;
-  // Recompute each encoder layer's activations in backward instead of keeping them.
+  /// Recompute each encoder layer's activations in backward instead of keeping them.
   void gradient_checkpointing_enable(bool on = true) { encoder->gradient_checkpointing = on; }
-  // BERT's initialization: N(0, initializer_range) weights, zero biases, unit LayerNorms.
+  /// BERT's initialization: N(0, initializer_range) weights, zero biases, unit LayerNorms.
   void init_weights();
 
   BertConfig config;
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
-  std::shared_ptr<BertPooler> pooler;  // null without a pooling layer
+  std::shared_ptr<BertPooler> pooler;  ///< null without a pooling layer
 };
 
 struct SequenceClassifierOutput {
-  Tensor logits;  // (B, num_labels)
-  Tensor loss;    // scalar, defined when labels were given
+  Tensor logits;  ///< (B, num_labels)
+  Tensor loss;    ///< scalar, defined when labels were given
 };
 
 class BertForSequenceClassification : public nn::Module {
  public:
   explicit BertForSequenceClassification(const BertConfig& config);
-  // labels (B): class indices (int64), or targets (float) for regression (num_labels == 1).
+  /// labels (B): class indices (int64), or targets (float) for regression (num_labels == 1).
   SequenceClassifierOutput forward(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                                    const Tensor& token_type_ids = Tensor(), const Tensor& labels = Tensor()) const;
   void init_weights();
@@ -117,7 +118,7 @@ class BertForSequenceClassification : public nn::Module {
   std::shared_ptr<nn::Linear> classifier;
 };
 
-// Sentence embeddings from the last hidden state (B, T, hidden) -> (B, hidden).
+/// Sentence embeddings from the last hidden state (B, T, hidden) -> (B, hidden).
 Tensor mean_pooling(const Tensor& last_hidden_state, const Tensor& attention_mask);
 Tensor cls_pooling(const Tensor& last_hidden_state);
 Tensor l2_normalize(const Tensor& embeddings, double eps = 1e-12);

@@ -1,5 +1,6 @@
-// Basic layers: Linear, Embedding, LayerNorm, Dropout and the activations. Parameter names
-// and default initializations follow torch.nn.
+/// @file
+/// Basic layers: Linear, Embedding, LayerNorm, Dropout and the activations. Parameter names
+/// and default initializations follow torch.nn.
 #pragma once
 
 #include <optional>
@@ -9,7 +10,7 @@
 
 namespace accel::nn {
 
-// y = x W^T + b; weight (out_features, in_features), bias (out_features).
+/// y = x W^T + b; weight (out_features, in_features), bias (out_features).
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true);
@@ -20,8 +21,8 @@ class Linear : public Module {
   Tensor weight, bias;
 };
 
-// weight (num_embeddings, embedding_dim) ~ N(0, 1); the padding row starts at zero and
-// receives no gradient.
+/// weight (num_embeddings, embedding_dim) ~ N(0, 1); the padding row starts at zero and
+/// receives no gradient.
 class Embedding : public Module {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim, std::optional<int64_t> padding_idx = std::nullopt);
@@ -72,7 +73,7 @@ class Tanh : public Module {
   Tensor forward(const Tensor& x) const { return tanh(x); }
 };
 
-// Losses as modules, for code that reads like torch.nn.
+/// Losses as modules, for code that reads like torch.nn.
 class CrossEntropyLoss : public Module {
  public:
   explicit CrossEntropyLoss(int64_t ignore_index = -100, Reduction reduction = Reduction::Mean,

@@ -1,9 +1,10 @@
-// Module: the base of every layer and model. It owns named parameters, buffers and child
-// modules in registration order; names are dotted from the root ("encoder.layer.0.
-// attention.self.query.weight"), which are Hugging Face's names when a model registers
-// children the way transformers does. Layers keep Tensor handles to their parameters;
-// to(device, dtype) swaps the data under those handles (Tensor::set_data), so the handles
-// stay valid.
+/// @file
+/// Module: the base of every layer and model. It owns named parameters, buffers and child
+/// modules in registration order; names are dotted from the root ("encoder.layer.0.
+/// attention.self.query.weight"), which are Hugging Face's names when a model registers
+/// children the way transformers does. Layers keep Tensor handles to their parameters;
+/// to(device, dtype) swaps the data under those handles (Tensor::set_data), so the handles
+/// stay valid.
 #pragma once
 
 #include <map>
@@ -19,11 +20,11 @@ namespace accel::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// What load_state_dict found that did not fit.
+/// What load_state_dict found that did not fit.
 struct LoadReport {
-  std::vector<std::string> missing_keys;     // the module has them, the state dict does not
-  std::vector<std::string> unexpected_keys;  // the state dict has them, the module does not
-  std::vector<std::string> shape_mismatches;  // "name: checkpoint [a, b] vs model [c, d]"
+  std::vector<std::string> missing_keys;     ///< the module has them, the state dict does not
+  std::vector<std::string> unexpected_keys;  ///< the state dict has them, the module does not
+  std::vector<std::string> shape_mismatches;  ///< "name: checkpoint [a, b] vs model [c, d]"
   bool ok() const { return missing_keys.empty() && unexpected_keys.empty() && shape_mismatches.empty(); }
   std::string str() const;
 };
@@ -54,7 +55,7 @@ class Module {
   std::vector<Tensor> parameters(bool recurse = true) const;
   NamedTensors named_buffers(bool recurse = true) const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
-  // Every module below (and including) this one, with dotted names ("" for this one).
+  /// Every module below (and including) this one, with dotted names ("" for this one).
   std::vector<std::pair<std::string, Module*>> named_modules();
   int64_t num_parameters() const;
 
@@ -62,15 +63,15 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  // Moves/casts every parameter and buffer; floating tensors only change dtype.
+  /// Moves/casts every parameter and buffer; floating tensors only change dtype.
   void to(Device device);
   void to(DType dtype);
   void to(Device device, DType dtype);
 
-  // Parameters and buffers by dotted name (views of the live tensors).
+  /// Parameters and buffers by dotted name (views of the live tensors).
   std::map<std::string, Tensor> state_dict() const;
-  // Copies values in. strict: any missing/unexpected key or shape mismatch is an error whose
-  // message lists them all; non-strict returns the report and loads what fits.
+  /// Copies values in. strict: any missing/unexpected key or shape mismatch is an error whose
+  /// message lists them all; non-strict returns the report and loads what fits.
   LoadReport load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 
   void zero_grad(bool set_to_none = true);
@@ -113,7 +114,7 @@ class Module {
   std::shared_ptr<ForwardHooks> forward_hooks_;
 };
 
-// Children named "0", "1", ... as torch.nn.ModuleList (BERT's encoder.layer.N).
+/// Children named "0", "1", ... as torch.nn.ModuleList (BERT's encoder.layer.N).
 template <typename M>
 class ModuleList : public Module {
  public:

@@ -1,7 +1,8 @@
-// Optimizers with torch.optim semantics: SGD (momentum, dampening, nesterov, weight decay)
-// and AdamW (decoupled weight decay, bias correction), parameter groups with their own lr
-// and weight decay, zero_grad(set_to_none), and a state dict (tensors + JSON) that
-// checkpoints save and load.
+/// @file
+/// Optimizers with torch.optim semantics: SGD (momentum, dampening, nesterov, weight decay)
+/// and AdamW (decoupled weight decay, bias correction), parameter groups with their own lr
+/// and weight decay, zero_grad(set_to_none), and a state dict (tensors + JSON) that
+/// checkpoints save and load.
 #pragma once
 
 #include <map>
@@ -19,16 +20,16 @@ struct ParamGroup {
   std::vector<Tensor> params;
   double lr = 1e-3;
   double weight_decay = 0.0;
-  double initial_lr = 0.0;  // set by schedulers: the lr they scale
+  double initial_lr = 0.0;  ///< set by schedulers: the lr they scale
 };
 
-// Splits a model's parameters the way Hugging Face recipes do: no weight decay on biases
-// and LayerNorm weights (names ending in "bias" or "LayerNorm.weight" / "layer_norm.weight").
+/// Splits a model's parameters the way Hugging Face recipes do: no weight decay on biases
+/// and LayerNorm weights (names ending in "bias" or "LayerNorm.weight" / "layer_norm.weight").
 std::vector<ParamGroup> decay_groups(const Module& model, double lr, double weight_decay);
 
 struct OptimizerState {
-  std::map<std::string, Tensor> tensors;  // "state.<param index>.<name>"
-  nlohmann::json meta;                    // hyperparameters, step counts
+  std::map<std::string, Tensor> tensors;  ///< "state.<param index>.<name>"
+  nlohmann::json meta;                    ///< hyperparameters, step counts
 };
 
 class Optimizer {
@@ -49,7 +50,7 @@ class Optimizer {
   int64_t state_bytes() const;
 
  protected:
-  // Global index of each parameter across groups, the key of its state.
+  /// Global index of each parameter across groups, the key of its state.
   std::vector<Tensor> all_params() const;
   nlohmann::json groups_meta() const;
   void load_groups_meta(const nlohmann::json& meta);
@@ -95,8 +96,8 @@ class AdamW : public Optimizer {
   std::map<int64_t, State> state_;
 };
 
-// Scales gradients so that their global norm is at most max_norm; returns the norm before
-// clipping (torch.nn.utils.clip_grad_norm_). norm_type 2 or infinity.
+/// Scales gradients so that their global norm is at most max_norm; returns the norm before
+/// clipping (torch.nn.utils.clip_grad_norm_). norm_type 2 or infinity.
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0);
 
 // The pieces of clip_grad_norm_, for gradients sharded across processes (ZeRO): this

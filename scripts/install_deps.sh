@@ -14,6 +14,7 @@ packages=(
   openmpi-bin libopenmpi-dev
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libutf8proc-dev
   libcurl4-openssl-dev libssl-dev
+  doxygen
 )
 
 missing=()

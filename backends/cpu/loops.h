@@ -1,7 +1,8 @@
-// Strided loops for CPU kernels: visits every element of N operands that share one shape
-// (broadcast operands carry stride 0), in parallel chunks. Adjacent dims that are laid out
-// contiguously for every operand are merged first, so a contiguous tensor is one flat loop
-// and the innermost call sees unit strides where they exist.
+/// @file
+/// Strided loops for CPU kernels: visits every element of N operands that share one shape
+/// (broadcast operands carry stride 0), in parallel chunks. Adjacent dims that are laid out
+/// contiguously for every operand are merged first, so a contiguous tensor is one flat loop
+/// and the innermost call sees unit strides where they exist.
 #pragma once
 
 #include <algorithm>
@@ -14,15 +15,15 @@
 
 namespace accel::cpu {
 
-inline constexpr int64_t kGrainSize = 32768;  // elements per thread before splitting pays
+inline constexpr int64_t kGrainSize = 32768;  ///< elements per thread before splitting pays
 
 template <int N>
 struct StridedLayout {
-  Shape sizes;                                // coalesced, outermost first
-  std::vector<std::array<int64_t, N>> strides;  // in bytes, per dim per operand
+  Shape sizes;                                ///< coalesced, outermost first
+  std::vector<std::array<int64_t, N>> strides;  ///< in bytes, per dim per operand
 };
 
-// Merges dims that are contiguous for every operand; drops size-1 dims.
+/// Merges dims that are contiguous for every operand; drops size-1 dims.
 template <int N>
 StridedLayout<N> coalesce(const Shape& sizes, const std::array<const Tensor*, N>& operands) {
   StridedLayout<N> layout;
@@ -52,7 +53,7 @@ StridedLayout<N> coalesce(const Shape& sizes, const std::array<const Tensor*, N>
   return layout;
 }
 
-// inner(ptrs, strides_bytes, n): processes n elements of the innermost dim starting at ptrs.
+/// inner(ptrs, strides_bytes, n): processes n elements of the innermost dim starting at ptrs.
 template <int N, typename Inner>
 void for_each_strided(const Shape& sizes, const std::array<const Tensor*, N>& operands, const Inner& inner) {
   StridedLayout<N> layout = coalesce<N>(sizes, operands);
@@ -97,8 +98,8 @@ void for_each_strided(const Shape& sizes, const std::array<const Tensor*, N>& op
   parallel_for(outer_count, grain_rows, run_rows);
 }
 
-// Elementwise map over typed operands: out = f(in...), with a unit-stride fast path the
-// compiler vectorizes.
+/// Elementwise map over typed operands: out = f(in...), with a unit-stride fast path the
+/// compiler vectorizes.
 template <typename Out, typename... In, typename F>
 void map_elementwise(const Tensor& out, const F& f, const std::array<const Tensor*, sizeof...(In)>& inputs) {
   constexpr int N = 1 + sizeof...(In);

@@ -1,6 +1,7 @@
-// Vectorized float math for CPU kernels: exp, erf and tanh over arrays, 8 lanes at a time
-// through glibc's libmvec (the AVX2 variants GCC itself calls under -ffast-math; within 4
-// ulp), with a scalar std:: fallback for other targets and for the tail.
+/// @file
+/// Vectorized float math for CPU kernels: exp, erf and tanh over arrays, 8 lanes at a time
+/// through glibc's libmvec (the AVX2 variants GCC itself calls under -ffast-math; within 4
+/// ulp), with a scalar std:: fallback for other targets and for the tail.
 #pragma once
 
 #include <cmath>

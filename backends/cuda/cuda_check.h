@@ -1,5 +1,6 @@
-// Error checking for every CUDA runtime call: the failing expression, file, line and the
-// runtime's own message end up in the accel::Error.
+/// @file
+/// Error checking for every CUDA runtime call: the failing expression, file, line and the
+/// runtime's own message end up in the accel::Error.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,9 +1,10 @@
-// Backward rules, all in one place (derivatives_*.cc), one function per differentiable op.
-// A forward op computes its output with recording off, then calls record::op(out, inputs...,
-// what it saved). Each function returns at once unless grad mode is on and an input
-// requires grad; otherwise it saves what backward needs and attaches the node to `out`.
-// Rules are written with engine ops where possible and call fused backward kernels for the
-// hot ones (softmax, layer_norm, GELU).
+/// @file
+/// Backward rules, all in one place (derivatives_*.cc), one function per differentiable op.
+/// A forward op computes its output with recording off, then calls record::op(out, inputs...,
+/// what it saved). Each function returns at once unless grad mode is on and an input
+/// requires grad; otherwise it saves what backward needs and attaches the node to `out`.
+/// Rules are written with engine ops where possible and call fused backward kernels for the
+/// hot ones (softmax, layer_norm, GELU).
 #pragma once
 
 #include <optional>
@@ -15,8 +16,9 @@
 
 namespace accel::autograd::record {
 
-// ---- pointwise (derivatives_pointwise.cc) ----
-void add(Tensor& out, const Tensor& a, const Tensor& b, double alpha);  // out = a + alpha * b
+/// @name pointwise (derivatives_pointwise.cc)
+/// @{
+void add(Tensor& out, const Tensor& a, const Tensor& b, double alpha);  ///< out = a + alpha * b
 void mul(Tensor& out, const Tensor& a, const Tensor& b);
 void div(Tensor& out, const Tensor& a, const Tensor& b);
 void pow(Tensor& out, const Tensor& base, const Tensor& exponent);
@@ -28,27 +30,33 @@ void gelu(Tensor& out, const Tensor& x, bool tanh_approximation);
 void clamp(Tensor& out, const Tensor& x, std::optional<double> min, std::optional<double> max);
 void where(Tensor& out, const Tensor& condition, const Tensor& a, const Tensor& b);
 void to_dtype(Tensor& out, const Tensor& x);
+/// @}
 
-// ---- reductions (derivatives_pointwise.cc) ----
+/// @name reductions (derivatives_pointwise.cc)
+/// @{
 void sum(Tensor& out, const Tensor& x, const Shape& dims, bool keepdim);
 void mean(Tensor& out, const Tensor& x, const Shape& dims, bool keepdim);
-// amax/amin and full max/min: the gradient is shared evenly among tied extremes.
+/// amax/amin and full max/min: the gradient is shared evenly among tied extremes.
 void extreme(Tensor& out, const Tensor& x, const Shape& dims, bool keepdim);
-// max/min along a dim: the gradient goes to the returned index.
+/// max/min along a dim: the gradient goes to the returned index.
 void extreme_at(Tensor& out, const Tensor& x, int64_t dim, bool keepdim, const Tensor& indices);
 void var(Tensor& out, const Tensor& x, const Shape& dims, int64_t correction, bool keepdim);
+/// @}
 
-// ---- views (derivatives_tensor.cc) ----
+/// @name views (derivatives_tensor.cc)
+/// @{
 void reshape(Tensor& out, const Tensor& x);
 void permute(Tensor& out, const Tensor& x, const Shape& dims);
 void expand(Tensor& out, const Tensor& x);
 void slice(Tensor& out, const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step);
 void select(Tensor& out, const Tensor& x, int64_t dim, int64_t index);
-void identity(Tensor& out, const Tensor& x, const char* name);  // contiguous, clone
+void identity(Tensor& out, const Tensor& x, const char* name);  ///< contiguous, clone
+/// @}
 
-// ---- linear algebra, nn, indexing (derivatives_tensor.cc) ----
-void bmm(Tensor& out, const Tensor& a, const Tensor& b);  // (B, M, K) @ (B, K, N)
-void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias);  // x 2-D
+/// @name linear algebra, nn, indexing (derivatives_tensor.cc)
+/// @{
+void bmm(Tensor& out, const Tensor& a, const Tensor& b);  ///< (B, M, K) @ (B, K, N)
+void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias);  ///< x 2-D
 void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log);
 void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias,
                 const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);
@@ -61,5 +69,6 @@ void index_select(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index
 void gather(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index);
 void index_add(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source);
 void scatter_add(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source);
+/// @}
 
 }  // namespace accel::autograd::record

@@ -1,5 +1,6 @@
-// Whether ops record autograd history on this thread. NoGradGuard turns recording off for
-// its scope (optimizer updates, evaluation, the backward pass itself).
+/// @file
+/// Whether ops record autograd history on this thread. NoGradGuard turns recording off for
+/// its scope (optimizer updates, evaluation, the backward pass itself).
 #pragma once
 
 namespace accel {

@@ -1,4 +1,5 @@
-// Argument checks shared by the op implementations in core/ops/.
+/// @file
+/// Argument checks shared by the op implementations in core/ops/.
 #pragma once
 
 #include <initializer_list>
@@ -12,7 +13,7 @@ inline void check_defined(const Tensor& t, const char* op, const char* what) {
   ACCEL_CHECK(t.defined(), op, ": ", what, " is an undefined tensor");
 }
 
-// All tensors on one device; returns it.
+/// All tensors on one device; returns it.
 inline Device common_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   const Tensor* first = nullptr;
   for (const Tensor* t : tensors) {
@@ -28,8 +29,8 @@ inline Device common_device(const char* op, std::initializer_list<const Tensor*>
   return first->device();
 }
 
-// In-place writes are refused on tensors that autograd tracks (the gradient would be wrong)
-// unless recording is off (an optimizer step under NoGradGuard). They bump the version.
+/// In-place writes are refused on tensors that autograd tracks (the gradient would be wrong)
+/// unless recording is off (an optimizer step under NoGradGuard). They bump the version.
 inline void check_inplace(const Tensor& t, const char* op) {
   ACCEL_CHECK(!(GradMode::is_enabled() && t.requires_grad()), op, ": in-place operation on a tensor "
               "of shape ", t.shape_string(), " that requires grad", t.is_leaf() ? " (a leaf)" : "",
@@ -46,7 +47,7 @@ inline void check_index_dtype(const Tensor& index, const char* op) {
               "tensor but got dtype ", dtype_name(index.dtype()), " (shape ", index.shape_string(), ")");
 }
 
-// Every index value lies in [0, size); the error names the first one that does not.
+/// Every index value lies in [0, size); the error names the first one that does not.
 void check_index_range(const Tensor& index, int64_t size, const char* op, const char* what);
 
 }  // namespace accel::detail
