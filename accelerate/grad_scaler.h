@@ -35,8 +35,8 @@ class GradScaler {
   /// Adjusts the scale for the next iteration; call once per step after step().
   void update();
 
-  // With gradients sharded across processes (ZeRO), each sees only its shard: unscale_ then
-  // agrees with the group on whether any process found an inf/NaN.
+  /// With gradients sharded across processes (ZeRO), each sees only its shard: unscale_ then
+  /// agrees with the group on whether any process found an inf/NaN.
   void set_process_group(std::shared_ptr<distributed::ProcessGroup> group) { group_ = std::move(group); }
 
   double get_scale() const { return scale_; }

@@ -40,10 +40,10 @@ class StorageImpl {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
 
-  // Frees the bytes but keeps this object, so every tensor viewing it (a module's handle, a
-  // tensor autograd saved) stays valid and sees the data again after reallocate(), which
-  // brings back nbytes() of uninitialized memory. This is how ZeRO stage 3 drops a
-  // parameter between uses (FSDP's storage.resize_(0)). Only for allocator-owned storage.
+  /// Frees the bytes but keeps this object, so every tensor viewing it (a module's handle, a
+  /// tensor autograd saved) stays valid and sees the data again after reallocate(), which
+  /// brings back nbytes() of uninitialized memory. This is how ZeRO stage 3 drops a
+  /// parameter between uses (FSDP's storage.resize_(0)). Only for allocator-owned storage.
   void release();
   void reallocate();
   bool is_released() const { return released_; }

@@ -14,15 +14,6 @@
 
 namespace accel::distributed {
 
-ZeroMemoryReport zero_memory_formula(int64_t parameters, int stage, int world, double p, double g, double k) {
-  ACCEL_CHECK(stage >= 0 && stage <= 3, "ZeRO stage must be 0, 1, 2 or 3, got ", stage);
-  ACCEL_CHECK(world >= 1, "ZeRO: the number of processes must be at least 1, got ", world);
-  const double n = static_cast<double>(parameters);
-  auto sharded = [&](double bytes, int from_stage) { return stage >= from_stage ? bytes * n / world : bytes * n; };
-  return {static_cast<int64_t>(std::llround(sharded(p, 3))), static_cast<int64_t>(std::llround(sharded(g, 2))),
-          static_cast<int64_t>(std::llround(sharded(k, 1)))};
-}
-
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -465,8 +456,9 @@ double ZeroEngine::clip_grad_norm_(double max_norm, double norm_type) {
   return total;
 }
 
-ZeroMemoryReport ZeroEngine::memory_report() const {
-  ZeroMemoryReport report;
+ModelStateMemory ZeroEngine::memory_report() const {
+  ModelStateMemory report;
+  report.zero_stage = impl_->options.stage;
   for (const Impl::Param& p : impl_->params) {
     report.parameter_bytes += static_cast<int64_t>(impl_->options.stage == 3 ? p.shard.nbytes() : p.full.nbytes());
     // Stage 1's shard gradients view the full ones; stages 2-3 keep only the shard's.

@@ -181,10 +181,13 @@ std::shared_ptr<BertForSequenceClassification> bert_classifier_from_pretrained(c
 }
 
 void save_pretrained(const nn::Module& model, const BertConfig& config, const std::string& dir) {
+  save_pretrained(model.state_dict(), config, model.type_name(), dir);
+}
+
+void save_pretrained(const std::map<std::string, Tensor>& weights, const BertConfig& config,
+                     const std::string& type_name, const std::string& dir) {
   fs::create_directories(dir);
-  std::map<std::string, Tensor> tensors;
-  for (auto& [name, value] : model.state_dict()) tensors[name] = value;
-  safetensors::save((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  safetensors::save((fs::path(dir) / "model.safetensors").string(), weights, {{"format", "pt"}});
   // config.json the same way: temp file then rename, so a reader never sees half a file.
   fs::path config_path = fs::path(dir) / "config.json";
   fs::path temp = config_path;
@@ -192,7 +195,7 @@ void save_pretrained(const nn::Module& model, const BertConfig& config, const st
   {
     std::ofstream out(temp);
     ACCEL_CHECK(out.good(), temp.string(), ": cannot write");
-    out << config.to_json(model.type_name()).dump(2) << "\n";
+    out << config.to_json(type_name).dump(2) << "\n";
     out.flush();
     ACCEL_CHECK(out.good(), temp.string(), ": write failed");
   }

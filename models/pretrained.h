@@ -34,5 +34,9 @@ std::shared_ptr<BertForSequenceClassification> bert_classifier_from_pretrained(c
 
 /// Writes config.json and model.safetensors (HF names) into dir, creating it.
 void save_pretrained(const nn::Module& model, const BertConfig& config, const std::string& dir);
+/// The same from weights already collected (Accelerator::get_state_dict, which gathers a
+/// ZeRO-3 model); type_name is the architecture config.json names ("BertForSequenceClassification").
+void save_pretrained(const std::map<std::string, Tensor>& weights, const BertConfig& config,
+                     const std::string& type_name, const std::string& dir);
 
 }  // namespace accel::models

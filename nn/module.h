@@ -31,10 +31,10 @@ struct LoadReport {
 
 class Module;
 
-// Hooks around a layer's forward: what ZeRO stage 3 hangs on every layer that holds
-// parameters, to gather them just before they are used and release them after.
-// before_forward runs before the layer reads its parameters; after_forward gets the output
-// (to hook its gradient, which arrives just before the layer's backward needs them again).
+/// Hooks around a layer's forward: what ZeRO stage 3 hangs on every layer that holds
+/// parameters, to gather them just before they are used and release them after.
+/// before_forward runs before the layer reads its parameters; after_forward gets the output
+/// (to hook its gradient, which arrives just before the layer's backward needs them again).
 class ForwardHooks {
  public:
   virtual ~ForwardHooks() = default;
@@ -76,13 +76,13 @@ class Module {
 
   void zero_grad(bool set_to_none = true);
 
-  // Hooks for this module only (not its children); null removes them. Only modules whose
-  // forward runs through run_forward() call them (runs_forward_hooks()).
+  /// Hooks for this module only (not its children); null removes them. Only modules whose
+  /// forward runs through run_forward() call them (runs_forward_hooks()).
   void set_forward_hooks(std::shared_ptr<ForwardHooks> hooks) { forward_hooks_ = std::move(hooks); }
   virtual bool runs_forward_hooks() const { return false; }
 
  protected:
-  // A layer's forward body, between the hooks (if any are set).
+  /// A layer's forward body, between the hooks (if any are set).
   template <typename Forward>
   Tensor run_forward(Forward&& forward) const {
     if (!forward_hooks_) return forward();

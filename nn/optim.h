@@ -42,11 +42,11 @@ class Optimizer {
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
   virtual OptimizerState state_dict() const = 0;
   virtual void load_state_dict(const OptimizerState& state) = 0;
-  // Replaces the parameters of each group (same number of groups, hyperparameters kept);
-  // only before the first step, while no state exists. ZeRO gives the optimizer the shards
-  // this process owns in place of the full parameters.
+  /// Replaces the parameters of each group (same number of groups, hyperparameters kept);
+  /// only before the first step, while no state exists. ZeRO gives the optimizer the shards
+  /// this process owns in place of the full parameters.
   void replace_parameters(std::vector<std::vector<Tensor>> params_per_group);
-  // Bytes of optimizer state (moments, momentum buffers) this optimizer holds.
+  /// Bytes of optimizer state (moments, momentum buffers) this optimizer holds.
   int64_t state_bytes() const;
 
  protected:
@@ -100,9 +100,9 @@ class AdamW : public Optimizer {
 /// clipping (torch.nn.utils.clip_grad_norm_). norm_type 2 or infinity.
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0);
 
-// The pieces of clip_grad_norm_, for gradients sharded across processes (ZeRO): this
-// process's part (sum of |g|^norm_type, or max |g| for infinity), which the caller reduces
-// across processes (sum, or max), then the norm from the reduced part and the scaling.
+/// The pieces of clip_grad_norm_, for gradients sharded across processes (ZeRO): this
+/// process's part (sum of |g|^norm_type, or max |g| for infinity), which the caller reduces
+/// across processes (sum, or max), then the norm from the reduced part and the scaling.
 double grad_norm_partial(const std::vector<Tensor>& params, double norm_type);
 double grad_norm_from_partial(double partial, double norm_type);
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total_norm);

@@ -239,10 +239,12 @@ int run(const Args& args) {
     if (!have_best || result.main_metric(regression) > best.main_metric(regression)) {
       best = result;
       have_best = true;
+      // Every process takes part: under ZeRO stage 3 this gathers the sharded weights.
+      std::map<std::string, Tensor> weights = accelerator.get_state_dict(*model);
       if (accelerator.is_main_process()) {
         // A complete Hugging Face directory: config, weights and the tokenizer files.
         fs::path best_dir = fs::path(args.output_dir) / "best";
-        models::save_pretrained(*accelerator.unwrap_model(model), model->config, best_dir.string());
+        models::save_pretrained(weights, model->config, model->type_name(), best_dir.string());
         for (const char* name : {"vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
           if (fs::exists(fs::path(model_dir) / name)) {
             fs::copy_file(fs::path(model_dir) / name, best_dir / name, fs::copy_options::overwrite_existing);

@@ -17,43 +17,15 @@
 #include "core/random.h"
 #include "models/bert.h"
 #include "models/pretrained.h"
+#include "tests/test_util.h"
 
 using namespace accel;
+using accel::testing::synthetic_features;
+using accel::testing::tiny_config;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
 namespace {
-
-models::BertConfig tiny_config(double dropout = 0.1) {
-  models::BertConfig c;
-  c.vocab_size = 99;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
-  c.hidden_dropout_prob = dropout;
-  c.attention_probs_dropout_prob = dropout;
-  c.num_labels = 2;
-  return c;
-}
-
-// n examples of lengths 5..16 with random ids and labels, fixed by seed.
-std::shared_ptr<const std::vector<data::Features>> synthetic_features(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto features = std::make_shared<std::vector<data::Features>>();
-  for (int64_t i = 0; i < n; ++i) {
-    data::Features f;
-    int64_t length = 5 + static_cast<int64_t>(rng() % 12);
-    for (int64_t t = 0; t < length; ++t) {
-      f.input_ids.push_back(1 + static_cast<int64_t>(rng() % 98));
-      f.token_type_ids.push_back(t < length / 2 ? 0 : 1);
-    }
-    f.label = static_cast<double>(rng() % 2);
-    features->push_back(std::move(f));
-  }
-  return features;
-}
 
 struct TrainingRun {
   std::unique_ptr<Accelerator> accelerator;
@@ -71,7 +43,7 @@ TrainingRun make_run(const std::string& project_dir, int64_t accumulation = 1, s
   options.mixed_precision = mixed_precision;
   options.project_config.project_dir = project_dir;
   run.accelerator = std::make_unique<Accelerator>(options);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.1));
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = 4;
   loader_options.shuffle = true;
@@ -224,7 +196,7 @@ TEST_F(AcceleratorTest, AutomaticCheckpointNamingKeepsTotalLimit) {
   options.project_config.automatic_checkpoint_naming = true;
   options.project_config.total_limit = 2;
   Accelerator accelerator(options);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.1));
   auto [prepared] = accelerator.prepare(model);
   for (int i = 0; i < 4; ++i) accelerator.save_state();
   std::vector<std::string> names;
@@ -238,7 +210,7 @@ TEST_F(AcceleratorTest, CheckpointOfAnotherModelIsAClearError) {
   TrainingRun run = make_run((dir_ / "a").string());
   std::string saved = run.accelerator->save_state((dir_ / "ckpt").string());
   Accelerator other;
-  models::BertConfig bigger = tiny_config();
+  models::BertConfig bigger = tiny_config(0.1);
   bigger.hidden_size = 48;
   auto model = std::make_shared<models::BertForSequenceClassification>(bigger);
   auto [prepared] = other.prepare(model);
@@ -334,7 +306,7 @@ TEST_F(AcceleratorTest, Fp16SkippedStepDoesNotStepTheScheduler) {
 
 TEST_F(AcceleratorTest, SaveModelShardsAboveMaxShardSize) {
   Accelerator accelerator;
-  models::BertForSequenceClassification model(tiny_config());
+  models::BertForSequenceClassification model(tiny_config(0.1));
   accelerator.save_model(model, (dir_ / "sharded").string(), 20000);
   ASSERT_TRUE(fs::exists(dir_ / "sharded" / "model.safetensors.index.json"));
   int shards = 0;

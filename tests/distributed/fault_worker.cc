@@ -24,50 +24,22 @@
 #include "accelerate/accelerator.h"
 #include "distributed/mpi.h"
 #include "models/bert.h"
+#include "tests/test_util.h"
 
 using namespace accel;
 
 namespace {
-
-models::BertConfig tiny_config() {
-  models::BertConfig c;
-  c.vocab_size = 99;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
-  c.num_labels = 2;
-  return c;
-}
-
-// n examples of lengths 5..16 with random ids and labels, the same on every rank.
-std::shared_ptr<const std::vector<data::Features>> synthetic_features(int64_t n) {
-  std::mt19937_64 rng(11);
-  auto features = std::make_shared<std::vector<data::Features>>();
-  for (int64_t i = 0; i < n; ++i) {
-    data::Features f;
-    const int64_t length = 5 + static_cast<int64_t>(rng() % 12);
-    for (int64_t t = 0; t < length; ++t) {
-      f.input_ids.push_back(1 + static_cast<int64_t>(rng() % 98));
-      f.token_type_ids.push_back(0);
-    }
-    f.label = static_cast<double>(rng() % 2);
-    features->push_back(std::move(f));
-  }
-  return features;
-}
 
 void train(const std::string& mode, int64_t fail_step) {
   const int64_t total_steps = mode == "none" ? 5 : 1000;
 
   Accelerator accelerator(AcceleratorOptions{}, distributed::make_mpi_group());
   const bool failing_rank = accelerator.process_index() == 1 && mode != "none";
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(accel::testing::tiny_config(0.1));
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = 2;
   auto loader =
-      std::make_shared<data::DataLoader>(synthetic_features(16 * accelerator.num_processes()), loader_options);
+      std::make_shared<data::DataLoader>(accel::testing::synthetic_features(16 * accelerator.num_processes(), 11), loader_options);
   auto sgd = std::make_shared<nn::SGD>(model->parameters(), nn::SGDOptions{.lr = 0.01});
   auto [prepared, optimizer, batches] = accelerator.prepare(model, sgd, loader);
 

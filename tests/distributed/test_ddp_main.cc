@@ -23,45 +23,16 @@
 #include "distributed/ddp.h"
 #include "distributed/mpi.h"
 #include "models/bert.h"
+#include "tests/distributed/mpi_test.h"
 
 using namespace accel;
+using namespace accel::testing;
 using distributed::ProcessGroup;
 using distributed::Reduce;
 
 namespace {
 
 constexpr double kTolerance = 1e-5;  // max relative difference of final weights
-
-models::BertConfig tiny_config() {
-  models::BertConfig c;
-  c.vocab_size = 99;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
-  c.hidden_dropout_prob = 0.0;
-  c.attention_probs_dropout_prob = 0.0;
-  c.num_labels = 2;
-  return c;
-}
-
-// n examples of lengths 5..16 with random ids and labels, the same on every rank.
-std::shared_ptr<const std::vector<data::Features>> synthetic_features(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto features = std::make_shared<std::vector<data::Features>>();
-  for (int64_t i = 0; i < n; ++i) {
-    data::Features f;
-    int64_t length = 5 + static_cast<int64_t>(rng() % 12);
-    for (int64_t t = 0; t < length; ++t) {
-      f.input_ids.push_back(1 + static_cast<int64_t>(rng() % 98));
-      f.token_type_ids.push_back(t < length / 2 ? 0 : 1);
-    }
-    f.label = static_cast<double>(rng() % 2);
-    features->push_back(std::move(f));
-  }
-  return features;
-}
 
 using AfterBackward = std::function<void(Accelerator&, models::BertForSequenceClassification&)>;
 
@@ -76,7 +47,7 @@ std::shared_ptr<models::BertForSequenceClassification> train(
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options, std::move(group));
   manual_seed(1234);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = batch_size;
   loader_options.shuffle = true;
@@ -98,24 +69,6 @@ std::shared_ptr<models::BertForSequenceClassification> train(
   return prepared;
 }
 
-// The largest, over parameters, of max|a - b| / max|b|, where max|b| is floored at 1e-3 of
-// the model's largest weight: the attention query and key biases stay near rounding level
-// (softmax ignores a shift shared by all keys, so their gradients are zero or nearly so in
-// exact arithmetic), and relative differences of rounding noise mean nothing.
-double max_relative_difference(const nn::Module& a, const nn::Module& b) {
-  auto pa = a.named_parameters(), pb = b.named_parameters();
-  ACCEL_CHECK(pa.size() == pb.size(), "models with different parameter counts");
-  double largest = 0;
-  for (auto& [name, p] : pb) largest = std::max(largest, p.abs().max().item<double>());
-  double worst = 0;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    double diff = (pa[i].second - pb[i].second).abs().max().item<double>();
-    double scale = std::max(pb[i].second.abs().max().item<double>(), 1e-3 * largest);
-    worst = std::max(worst, diff / scale);
-  }
-  return worst;
-}
-
 // Rank r's copy of `tensor`, gathered from every rank: (world, numel).
 Tensor gather_rows(ProcessGroup& group, const Tensor& tensor) {
   Tensor flat = tensor.contiguous().reshape({1, tensor.numel()});
@@ -133,17 +86,6 @@ class TwoBranches : public nn::Module {
   }
   Tensor used, sometimes, never;
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // ---- the tests ----
 
@@ -323,24 +265,9 @@ void test_timeout(ProcessGroup& group) {
 int main() {
   ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "60", 0);  // a broken test fails in a minute, not five
   std::shared_ptr<ProcessGroup> group = distributed::make_mpi_group();
-  const bool main_rank = group->rank() == 0;
-  if (main_rank) std::cout << "test_ddp: " << group->size() << " processes" << std::endl;
-
-  int passed = 0, failed = 0;
-  auto run = [&](const char* name, const std::function<void()>& test) {
-    std::string error;
-    try {
-      test();
-    } catch (const std::exception& e) {
-      error = e.what();
-      std::cerr << "[rank " << group->rank() << "] " << name << ": " << error << std::endl;
-    }
-    Tensor any_failed = scalar_tensor(error.empty() ? 0 : 1, kInt32).reshape({1});
-    group->all_reduce(any_failed, Reduce::Max)->wait();
-    const bool ok = any_failed.item<int32_t>() == 0;
-    (ok ? passed : failed) += 1;
-    if (main_rank) std::cout << (ok ? "[  OK  ] " : "[ FAIL ] ") << name << std::endl;
-  };
+  if (group->rank() == 0) std::cout << "test_ddp: " << group->size() << " processes" << std::endl;
+  MpiTestRunner runner(group);
+  auto run = [&](const char* name, const std::function<void()>& test) { runner.run(name, test); };
   run("collectives", [&] { test_collectives(*group); });
   run("accelerator_collectives", [&] { test_accelerator_collectives(group); });
   // Padding on every rank's last batch; padding only on the ranks after rank 0.
@@ -351,6 +278,5 @@ int main() {
   run("accumulation_with_no_sync", [&] { test_accumulation_with_no_sync(group); });
   run("unused_parameters", [&] { test_unused_parameters(group); });
   run("collective_timeout", [&] { test_timeout(*group); });
-  if (main_rank) std::cout << passed << " passed, " << failed << " failed" << std::endl;
-  return failed == 0 ? 0 : 1;
+  return runner.finish();
 }

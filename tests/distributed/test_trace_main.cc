@@ -18,22 +18,11 @@
 #include "accelerate/accelerator.h"
 #include "core/random.h"
 #include "models/bert.h"
+#include "tests/test_util.h"
 
 using namespace accel;
 
 namespace {
-
-models::BertConfig tiny_config() {
-  models::BertConfig c;
-  c.vocab_size = 99;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
-  c.num_labels = 2;
-  return c;
-}
 
 void train(int64_t steps) {
   std::mt19937_64 rng(5);
@@ -51,7 +40,7 @@ void train(int64_t steps) {
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options);
   manual_seed(1234);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(accel::testing::tiny_config(0.1));
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = 8;
   auto loader = std::make_shared<data::DataLoader>(features, loader_options);

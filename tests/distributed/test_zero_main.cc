@@ -54,7 +54,7 @@ Trained train(std::shared_ptr<ProcessGroup> group,
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options, std::move(group));
   manual_seed(1234);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));
   data::DataLoaderOptions loader_options;
   loader_options.batch_size = run.batch_size;
   loader_options.shuffle = true;
@@ -123,7 +123,7 @@ void test_matches_single_process(std::shared_ptr<ProcessGroup> group, int stage,
 }
 
 void test_memory_matches_formula(std::shared_ptr<ProcessGroup> group, int stage) {
-  distributed::ZeroMemoryReport measured;
+  distributed::ModelStateMemory measured;
   int64_t parameters = 0;
   bool released = false;
   train(group, features_for(*group, 1, 5), {.zero_stage = stage, .epochs = 1}, [&](Accelerator& a, nn::Module& m) {
@@ -132,7 +132,8 @@ void test_memory_matches_formula(std::shared_ptr<ProcessGroup> group, int stage)
     released = m.parameters().front().storage()->is_released();
   });
   // fp32 parameters and gradients, AdamW's m and v: p = g = 4, K = 8.
-  distributed::ZeroMemoryReport formula = distributed::zero_memory_formula(parameters, stage, group->size(), 4, 4, 8);
+  distributed::ModelStateMemory formula =
+      distributed::zero_model_state_memory(parameters, group->size(), stage, distributed::adam_state_bytes("fp32"));
   auto check = [&](const char* what, int64_t got, int64_t expected) {
     double error = std::abs(static_cast<double>(got - expected)) / static_cast<double>(expected);
     ACCEL_CHECK(error <= 0.05, "stage ", stage, " rank ", group->rank(), ": ", what, " ", got, " bytes vs formula ",
@@ -154,7 +155,7 @@ void test_released_parameter_error(std::shared_ptr<ProcessGroup> group) {
   AcceleratorOptions options;
   options.zero_stage = 3;
   Accelerator accelerator(options, group);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));
   auto sgd = std::make_shared<nn::SGD>(model->parameters(), nn::SGDOptions{.lr = 0.1});
   auto [prepared, optimizer] = accelerator.prepare(model, sgd);
   std::string message = error_of([&] { prepared->parameters().front().sum(); });
@@ -192,7 +193,7 @@ void test_checkpoint_resume(std::shared_ptr<ProcessGroup> group, int stage) {
   AcceleratorOptions other;
   other.zero_stage = stage == 3 ? 1 : 3;
   Accelerator accelerator(other, group);
-  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config());
+  auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));
   auto sgd = std::make_shared<nn::SGD>(model->parameters(), nn::SGDOptions{.lr = 0.1});
   auto [p, o] = accelerator.prepare(model, sgd);
   std::string message = error_of([&] { accelerator.load_state(dir.string()); });
