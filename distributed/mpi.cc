@@ -185,17 +185,6 @@ class MpiRuntime {
   std::set<int> departed_;
 };
 
-// Seconds a wait may take before it is declared dead (ACCEL_COLLECTIVE_TIMEOUT, default 300).
-double collective_timeout_seconds() {
-  const char* text = std::getenv("ACCEL_COLLECTIVE_TIMEOUT");
-  if (text == nullptr || *text == '\0') return 300.0;
-  char* end = nullptr;
-  double seconds = std::strtod(text, &end);
-  ACCEL_CHECK(*end == '\0' && seconds > 0, "ACCEL_COLLECTIVE_TIMEOUT=\"", text,
-              "\" is not a positive number of seconds");
-  return seconds;
-}
-
 // MPI cannot cancel a collective: memory it may still write must outlive an abandoned Work.
 void keep_forever(std::vector<Tensor> buffers) {
   static std::mutex mutex;
@@ -493,6 +482,16 @@ class MpiProcessGroup final : public ProcessGroup {
 std::shared_ptr<ProcessGroup> make_mpi_group() {
   MpiRuntime::instance();
   return std::make_shared<MpiProcessGroup>();
+}
+
+double collective_timeout_seconds() {
+  const char* text = std::getenv("ACCEL_COLLECTIVE_TIMEOUT");
+  if (text == nullptr || *text == '\0') return 300.0;
+  char* end = nullptr;
+  double seconds = std::strtod(text, &end);
+  ACCEL_CHECK(*end == '\0' && seconds > 0, "ACCEL_COLLECTIVE_TIMEOUT=\"", text,
+              "\" is not a positive number of seconds");
+  return seconds;
 }
 
 bool started_by_mpi_launcher() {

@@ -2,7 +2,7 @@
 /// ProcessGroup: the collectives data parallelism needs (all_reduce, all_gather,
 /// reduce_scatter, broadcast, barrier), asynchronous with a Work handle to wait on.
 /// Backends: a single-process group (world size 1, every collective the identity), and MPI
-/// for CPU tensors / NCCL for CUDA tensors (distributed issue).
+/// for CPU tensors (distributed/mpi.h) / NCCL for CUDA tensors (distributed/nccl.h).
 #pragma once
 
 #include <memory>
@@ -43,6 +43,13 @@ class ProcessGroup {
 std::shared_ptr<ProcessGroup> make_single_process_group();
 /// What a program gets when it does not choose: MPI when started by mpirun (or a PMI launcher
 /// such as srun), or when ACCEL_BACKEND=mpi; the single-process group otherwise (distributed/mpi.cc).
+/// It is a CPU group: a program that keeps its tensors on CUDA asks for the NCCL group itself,
+/// with distributed::make_nccl_group() (distributed/nccl.h, CUDA builds), until the Accelerator
+/// chooses it by the device once CUDA kernels exist.
 std::shared_ptr<ProcessGroup> make_default_group();
+
+/// Seconds a Work::wait() may take before the collective is declared dead, for every backend:
+/// ACCEL_COLLECTIVE_TIMEOUT, default 300; throws when it is not a positive number.
+double collective_timeout_seconds();
 
 }  // namespace accel::distributed

@@ -17,9 +17,8 @@
 
 #ifdef ACCEL_WITH_CUDA
 #include <cuda_runtime.h>
-#if __has_include(<nccl.h>)
-#include <nccl.h>
-#endif
+
+#include "distributed/nccl.h"
 #endif
 
 namespace accel::tools {
@@ -72,11 +71,7 @@ void print_cuda(std::ostream& out) {
   cudaDriverGetVersion(&driver);
   out << "- CUDA runtime: " << runtime / 1000 << "." << runtime % 1000 / 10 << " (driver supports " << driver / 1000
       << "." << driver % 1000 / 10 << ")\n";
-#ifdef NCCL_MAJOR
-  out << "- NCCL: headers " << NCCL_MAJOR << "." << NCCL_MINOR << "." << NCCL_PATCH << "\n";
-#else
-  out << "- NCCL: not found at build time\n";
-#endif
+  out << "- NCCL: " << distributed::nccl_version() << "\n";
   if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
   out << "- GPUs: " << count << "\n";
   for (int i = 0; i < count; ++i) {
