@@ -35,7 +35,9 @@ std::string nccl_failure(ncclResult_t status, ncclComm_t comm, const char* expre
   std::string message = detail::concat("NCCL error at ", file, ":", line, " in ", expression, ": ",
                                        ncclGetErrorString(status), " (", static_cast<int>(status), ")");
   if (comm == nullptr) return message;
-  if (const char* last = ncclGetLastError(comm); last != nullptr && *last != '\0') message += detail::concat(": ", last);
+  if (const char* last = ncclGetLastError(comm); last != nullptr && *last != '\0') {
+    message += detail::concat(": ", last);
+  }
   ncclResult_t async_status = ncclSuccess;
   if (ncclCommGetAsyncError(comm, &async_status) == ncclSuccess && async_status != ncclSuccess) {
     message += detail::concat("; asynchronous error on the communicator: ", ncclGetErrorString(async_status));
@@ -84,7 +86,8 @@ class Event {
 // takes one call at a time) and guards the aborted state and the retired list.
 class Communicator {
  public:
-  Communicator(ncclComm_t comm, int device, int rank, int size) : comm_(comm), device_(device), rank_(rank), size_(size) {
+  Communicator(ncclComm_t comm, int device, int rank, int size)
+      : comm_(comm), device_(device), rank_(rank), size_(size) {
     ACCEL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~Communicator() {
@@ -142,7 +145,9 @@ class Communicator {
     retired_.push_back({std::move(event), std::move(buffers)});
   }
   void release_finished_retirees() {
-    std::erase_if(retired_, [](const Retired& retired) { return cudaEventQuery(retired.done.get()) != cudaErrorNotReady; });
+    std::erase_if(retired_, [](const Retired& retired) {
+      return cudaEventQuery(retired.done.get()) != cudaErrorNotReady;
+    });
   }
 
  private:
@@ -360,10 +365,11 @@ class NcclProcessGroup final : public ProcessGroup {
 
   // NCCL has no barrier: a one-element all-reduce that every rank must join, waited for.
   void barrier() override {
-    launch("barrier", barrier_scratch_.nbytes(), {barrier_scratch_}, nullptr, [&](ncclComm_t comm, cudaStream_t stream) {
+    auto all_reduce_one = [&](ncclComm_t comm, cudaStream_t stream) {
       ACCEL_NCCL_CHECK(comm, ncclAllReduce(barrier_scratch_.data_ptr(), barrier_scratch_.data_ptr(), 1, ncclInt32,
                                            ncclSum, comm, stream));
-    })->wait();
+    };
+    launch("barrier", barrier_scratch_.nbytes(), {barrier_scratch_}, nullptr, all_reduce_one)->wait();
   }
 
  private:

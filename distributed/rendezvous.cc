@@ -384,7 +384,9 @@ RendezvousPlan rendezvous_plan_from_environment() {
 
 int local_rank_from_environment(int fallback) {
   for (const char* name : {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"}) {
-    if (const char* text = variable(name)) return parse_int_variable(name, text, 0, INT_MAX, "a local rank (an integer >= 0)");
+    if (const char* text = variable(name)) {
+      return parse_int_variable(name, text, 0, INT_MAX, "a local rank (an integer >= 0)");
+    }
   }
   return fallback;
 }

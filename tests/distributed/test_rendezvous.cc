@@ -124,7 +124,8 @@ TEST(RendezvousPlan, TorchrunStyleTcp) {
 }
 
 TEST(RendezvousPlan, FileWhenNoMasterAddress) {
-  ScopedEnvironment environment(Variables{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"ACCEL_RENDEZVOUS_FILE", "/shared/job42.id"}});
+  ScopedEnvironment environment(
+      Variables{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"ACCEL_RENDEZVOUS_FILE", "/shared/job42.id"}});
   const RendezvousPlan plan = rendezvous_plan_from_environment();
   EXPECT_EQ(plan.kind, RendezvousPlan::Kind::File);
   EXPECT_EQ(plan.path, "/shared/job42.id");
