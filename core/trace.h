@@ -1,6 +1,6 @@
 /// @file
 /// ACCEL_TRACE=DIR: a timeline of what this process did, written when it exits to
-/// DIR/trace_rank<R>.json in the Chrome Trace Event format (open it in ui.perfetto.dev or
+/// `DIR/trace_rankR.json` (R the rank) in the Chrome Trace Event format (open it in ui.perfetto.dev or
 /// chrome://tracing; docs/tracing.md). R comes from OMPI_COMM_WORLD_RANK, PMI_RANK or RANK
 /// (0 when none is set); the file's pid is R, so the ranks' files can be opened together.
 ///

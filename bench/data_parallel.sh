@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Data-parallel scaling on this machine: 1 rank x 1 thread, then 2 ranks x 1 thread, the same
+# per-rank batch (weak scaling, as data parallelism is used), MiniLM-L6 shapes. Prints both
+# runs, the scaling efficiency throughput(2) / (2 x throughput(1)), and the share of DDP's
+# all-reduce time hidden behind backward. Run it on an otherwise idle machine.
+#   bench/data_parallel.sh [--quick] [--zero-stage S]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=4; batch=8; extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) steps=1; batch=2 ;;
+    --zero-stage) extra+=(--zero-stage "$2"); shift ;;
+    *) echo "usage: bench/data_parallel.sh [--quick] [--zero-stage S]" >&2; exit 2 ;;
+  esac
+  shift
+done
+cmake --build build --target bench_data_parallel >/dev/null
+run() {
+  OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np "$1" build/bin/bench_data_parallel \
+    --batch "$batch" --steps "$steps" "${extra[@]}"
+}
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+one=$(run 1); echo "$one" | head -1
+two=$(run 2); echo "$two" | head -1
+python3 - "$(echo "$one" | tail -1)" "$(echo "$two" | tail -1)" <<'PY'
+import json, sys
+one, two = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+efficiency = two["samples_per_s"] / (2 * one["samples_per_s"])
+print(f"scaling efficiency 2 ranks vs 1: {efficiency:.1%} (target >= 90%); "
+      f"all-reduce {two['allreduce_ms']:.0f} ms/step, {two['hidden_share']:.0%} hidden behind backward")
+print(json.dumps({"bench": "data_parallel", "one_rank": one, "two_ranks": two, "efficiency": round(efficiency, 4)}))
+PY
