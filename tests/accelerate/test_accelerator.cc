@@ -133,7 +133,7 @@ TEST_F(AcceleratorTest, OptionsFromLaunchEnvironment) {
 TEST_F(AcceleratorTest, GradientAccumulationSyncsEveryKStepsAndAtTheEnd) {
   TrainingRun run = make_run(dir_.string(), 4);
   std::vector<bool> syncs;
-  for (auto& batch : *run.loader) {  // 7 batches
+  for ([[maybe_unused]] auto& batch : *run.loader) {  // 7 batches
     auto scope = run.accelerator->accumulate(*run.model);
     syncs.push_back(run.accelerator->sync_gradients());
   }
