@@ -193,7 +193,8 @@ int run(const Args& args) {
                     " epochs of ", train_loader->size(), " batches, ", get_num_threads(), " threads, mixed precision ",
                     accelerator.mixed_precision());
 
-  trackers::Progress progress(total_steps * args.gradient_accumulation_steps, accelerator.is_main_process());
+  // This process's micro-batches (each rank sees 1/N of every epoch's batches).
+  trackers::Progress progress(train_loader->size() * args.epochs, accelerator.is_main_process());
   nlohmann::json history = nlohmann::json::array();
   EvalResult best;
   bool have_best = false;
