@@ -115,6 +115,7 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
       p.full.set_grad(Tensor());  // not this rank's to keep
       p.ready = true;
       if (--bucket.pending == 0) launch_ready_buckets();
+      poll();
     }
     if (p.layer >= 0 && --layers[p.layer].gradients_pending == 0) release(p.layer);
   }
@@ -138,6 +139,17 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
       if (!bucket.input.defined()) bucket.input = zeros({world * bucket.segment}, {params[bucket.params[0]].full.dtype()});
       bucket.output = empty({bucket.segment}, {bucket.input.dtype()});
       bucket.work = group->reduce_scatter(bucket.input, bucket.output, Reduce::Avg);
+    }
+  }
+
+  // Lets MPI progress the collectives in flight: without a call into MPI, a non-blocking
+  // collective may not move until it is waited for, and nothing would overlap backward.
+  void poll() {
+    for (int64_t i = 0; i < next_launch; ++i) {
+      if (buckets[i].work) buckets[i].work->is_completed();
+    }
+    for (Layer& layer : layers) {
+      if (layer.state == LayerState::Gathering) layer.work->is_completed();
     }
   }
 

@@ -47,7 +47,7 @@ def with_depths(spans):
     return result
 
 
-def main(trace_dir, output):
+def main(trace_dir, output, title="ACCEL_TRACE: one DDP step of a tiny BERT, 2 ranks"):
     ranks = sorted(glob.glob(os.path.join(trace_dir, "trace_rank*.json")),
                    key=lambda p: int(p.rsplit("rank", 1)[1].split(".")[0]))
     loaded = [load(p) for p in ranks]
@@ -82,7 +82,7 @@ def main(trace_dir, output):
     ax.set_yticklabels([label for label, _ in reversed(rows)], fontsize=8)
     ax.set_xlim(0, width_ms)
     ax.set_xlabel("ms since the step began")
-    ax.set_title("ACCEL_TRACE: one DDP step of a tiny BERT, 2 ranks", fontsize=10,
+    ax.set_title(title, fontsize=10,
                  loc="left")
     handles = [Patch(color=c, label=k) for k, c in COLORS.items()]
     ax.legend(handles=handles, fontsize=8, ncol=len(COLORS), loc="lower right", bbox_to_anchor=(1.0, 1.0),
@@ -93,6 +93,6 @@ def main(trace_dir, output):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

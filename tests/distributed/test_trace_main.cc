@@ -36,7 +36,8 @@ void train(int64_t steps) {
     f.label = static_cast<double>(rng() % 2);
     features->push_back(std::move(f));
   }
-  AcceleratorOptions options;
+  // ACCEL_ZERO_STAGE=3 (and the other ACCEL_* settings) apply, for pictures of other setups.
+  AcceleratorOptions options = AcceleratorOptions::from_env();
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options);
   manual_seed(1234);
