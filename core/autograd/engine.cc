@@ -8,10 +8,12 @@
 // pass (queue_callback). Runs with grad mode off: backward rules are not themselves recorded
 // (no double backward).
 #include <atomic>
+#include <cmath>
 #include <queue>
 #include <unordered_map>
 #include <utility>
 
+#include "core/autograd/anomaly.h"
 #include "core/autograd/grad_mode.h"
 #include "core/autograd/node.h"
 #include "core/ops.h"
@@ -105,8 +107,50 @@ Edge gradient_edge(const Tensor& tensor) {
   return accumulator;
 }
 
+namespace {
+
+// Anomaly detection (anomaly.h): whether a floating-point tensor holds a NaN or an Inf
+// (summed in float64, which finite float values cannot overflow).
+bool has_non_finite(const Tensor& t) {
+  if (!t.defined() || !t.is_floating_point() || t.numel() == 0) return false;
+  NoGradGuard no_grad;
+  return !std::isfinite(t.to(kFloat64).sum().item<double>());
+}
+
+// "LogBackward" -> "Log": the forward op a node's name stands for.
+std::string forward_name(const std::string& node_name) {
+  const std::string suffix = "Backward";
+  bool ends = node_name.size() > suffix.size() &&
+              node_name.compare(node_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return ends ? node_name.substr(0, node_name.size() - suffix.size()) : node_name;
+}
+
+void check_forward(const Tensor& output, const char* name, const std::vector<const Tensor*>& inputs) {
+  if (!has_non_finite(output)) return;
+  bool inputs_finite = true;
+  for (const Tensor* input : inputs) inputs_finite = inputs_finite && (input == nullptr || !has_non_finite(*input));
+  ACCEL_FAIL("anomaly detection: the forward of ", forward_name(name), " (recorded as ", name,
+             ") produced NaN or Inf in its output of shape ", output.shape_string(),
+             inputs_finite ? "; its inputs were finite, so this op made it"
+                           : "; an input was already NaN or Inf, so it came from upstream (the data, or an op "
+                             "autograd did not record)");
+}
+
+void check_backward(const Node& node, const Tensor& grad_output, const std::vector<Tensor>& input_grads) {
+  for (size_t i = 0; i < input_grads.size(); ++i) {
+    if (!has_non_finite(input_grads[i])) continue;
+    ACCEL_FAIL("anomaly detection: the backward of ", forward_name(node.name()), " (", node.name(),
+               ") produced NaN or Inf in the gradient of its input ", i, " (shape ", input_grads[i].shape_string(),
+               ")", has_non_finite(grad_output) ? "; the gradient flowing into it was already NaN or Inf"
+                                                : "; the gradient flowing into it was finite, so this op made it");
+  }
+}
+
+}  // namespace
+
 void set_history(Tensor& output, const char* name, const std::vector<const Tensor*>& inputs,
                  BackwardFn backward) {
+  if (anomaly_detection_enabled()) check_forward(output, name, inputs);
   std::vector<Edge> edges;
   edges.reserve(inputs.size());
   for (const Tensor* input : inputs) edges.push_back(input ? gradient_edge(*input) : nullptr);
@@ -186,6 +230,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
         profiler::Scope timed(node->name().c_str(), node->name().c_str(), "autograd");
         input_grads = node->apply(grad);
       }
+      if (anomaly_detection_enabled()) check_backward(*node, grad, input_grads);
       if (!retain_graph) node->release_saved();
     }
     const std::vector<Edge>& edges = node->next_edges();
