@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The BERT step benchmark, end to end: for each configuration (model x dtype x mode) it runs
+# accel's bench_bert_step and PyTorch's bert_step_torch.py alternately, with the same shapes,
+# random-token inputs and thread count, takes each side's best median over the rounds, and
+# ends with one JSON line per configuration:
+#   {"model":..,"dtype":..,"mode":"train"|"infer","accel_ms":..,"torch_ms":..,"ratio":..,
+#    "accel_peak_mb":..,"torch_peak_mb":..,"gemm_share":..}
+# ratio = accel_ms / torch_ms (below 1: accel is faster). gemm_share: accel's GEMM throughput
+# inside the step (its analytic GEMM FLOPs over the time ACCEL_PROFILE measures in the matmul
+# kernel) as a share of this machine's oneDNN GEMM ceiling (the best fp32 GFLOP/s raw oneDNN
+# reaches on the step's GEMM shapes in bench_gemm). PyTorch runs at its best: its build configuration is
+# printed, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are unset for its command alone.
+#
+# Usage: bench/bert_step.sh [--quick] [--threads N] [--rounds R]
+#   --quick: MiniLM fp32 train and infer only, 2 timed steps, 1 round
+# Environment: BUILD_DIR (default build-bench). Raw output is kept in $BUILD_DIR/bench_bert_step_logs.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build-bench}
+threads=$(nproc)
+quick=""
+rounds=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --threads) threads=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--threads N] [--rounds R]" >&2; exit 2 ;;
+  esac
+  shift
+done
+rounds=${rounds:-$([[ -n $quick ]] && echo 1 || echo 2)}
+steps=$([[ -n $quick ]] && echo 2 || echo 5)
+
+if [[ ! -f $build/build.ninja ]]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCEL_CUDA=OFF -DACCEL_BUILD_TESTS=OFF
+fi
+cmake --build "$build" -j"$(nproc)" --target bench_bert_step bench_gemm
+
+logs=$build/bench_bert_step_logs
+rm -rf "$logs"
+mkdir -p "$logs"
+torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $threads threads"
+"${torch_env[@]}" python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', \
+transformers.__version__); print(torch.__config__.show())" | tee "$logs/torch_config.txt"
+
+if [[ -n $quick ]]; then
+  configs=("minilm f32 train" "minilm f32 infer")
+else
+  configs=()
+  for model in bert-base minilm; do
+    for dtype in f32 bf16; do
+      for mode in train infer; do configs+=("$model $dtype $mode"); done
+    done
+  done
+fi
+
+for config in "${configs[@]}"; do
+  read -r model dtype mode <<<"$config"
+  args=(--model "$model" --dtype "$dtype" --mode "$mode" --threads "$threads" --steps "$steps")
+  tag="${model}_${dtype}_${mode}"
+  for ((round = 1; round <= rounds; ++round)); do
+    echo "== $config, round $round/$rounds"
+    "$build/bin/bench_bert_step" "${args[@]}" | tee "$logs/accel_${tag}_$round.log"
+    "${torch_env[@]}" python3 "$root/bench/bert_step_torch.py" "${args[@]}" | tee "$logs/torch_${tag}_$round.log"
+  done
+  # Where accel's step time goes: the per-kernel table, for the matmul kernel's share.
+  ACCEL_PROFILE=1 "$build/bin/bench_bert_step" "${args[@]}" --warmup 0 >"$logs/profile_${tag}.log" 2>&1
+done
+
+# The machine's oneDNN GEMM ceiling at each model's step shapes.
+"$build/bin/bench_gemm" --threads "$threads" --quick >"$logs/gemm.log" 2>&1 || true
+
+python3 - "$logs" "$steps" "${configs[@]}" <<'PY'
+import glob, json, os, re, sys
+
+logs, steps, configs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+shapes = {"bert-base": dict(B=8, T=128, H=768, I=3072, L=12), "minilm": dict(B=32, T=128, H=384, I=1536, L=6)}
+
+def last_json(path):
+    with open(path) as f:
+        lines = [l for l in f if l.startswith("{")]
+    return json.loads(lines[-1])
+
+def gemm_flops(s, mode):
+    """GEMM FLOPs of one step: per layer Q, K, V, output, two FFN projections, QK^T and PV;
+    the pooler; backward computes two products per forward product (inputs and weights)."""
+    n = s["B"] * s["T"]
+    layer = 2 * n * s["H"] * s["H"] * 4 + 2 * n * s["H"] * s["I"] * 2 + 2 * 2 * s["B"] * s["T"] * s["T"] * s["H"]
+    forward = s["L"] * layer + 2 * s["B"] * s["H"] * s["H"]
+    return forward * (3 if mode == "train" else 1)
+
+def matmul_ms_per_step(path):
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"K matmul\s+\d+\s+([\d.]+)", line)
+            if m:
+                return float(m.group(1)) / steps  # --warmup 0: every profiled call is a timed step
+    return None
+
+def ceiling_gflops(model):
+    """The best fp32 GFLOP/s raw oneDNN reached on this model's step GEMMs (bench_gemm's
+    JSON lines): the machine's GEMM ceiling at these shapes. bf16 steps are measured against
+    it too, since without AVX512-BF16 the 16-bit GEMMs run through fp32."""
+    best = None
+    for line in open(os.path.join(logs, "gemm.log")):
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        if r["case"].startswith(model + "/") and r["dtype"] == "f32" and r["onednn_ms"]:
+            best = max(best or 0.0, r["flop"] / (r["onednn_ms"] * 1e6))
+    return best
+
+for config in configs:
+    model, dtype, mode = config.split()
+    tag = f"{model}_{dtype}_{mode}"
+    accel = [last_json(p) for p in sorted(glob.glob(os.path.join(logs, f"accel_{tag}_*.log")))]
+    torch = [last_json(p) for p in sorted(glob.glob(os.path.join(logs, f"torch_{tag}_*.log")))]
+    a, t = min(accel, key=lambda r: r["ms"]), min(torch, key=lambda r: r["ms"])
+    share = None
+    matmul_ms, ceiling = matmul_ms_per_step(os.path.join(logs, f"profile_{tag}.log")), ceiling_gflops(model)
+    if matmul_ms and ceiling:
+        share = round(gemm_flops(shapes[model], mode) / (matmul_ms * 1e6) / ceiling, 3)
+    print(json.dumps({"model": model, "dtype": dtype, "mode": mode, "accel_ms": a["ms"], "torch_ms": t["ms"],
+                      "ratio": round(a["ms"] / t["ms"], 3), "accel_peak_mb": a["peak_mb"],
+                      "torch_peak_mb": t["peak_mb"], "gemm_share": share}))
+PY
