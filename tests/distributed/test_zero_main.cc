@@ -2,8 +2,8 @@
 //   mpirun -np 2 build/bin/test_zero
 // For each stage (and stage 3 with activation checkpointing), every rank trains a tiny BERT
 // with AdamW and gradient clipping through the Accelerator on its shard of the data, and
-// beside it the single-process reference on the full global batch; the final weights must agree to 1e-5 (relative), with and without
-// gradient accumulation. Also: each rank's measured model-state bytes against the ZeRO
+// beside it the single-process reference on the full global batch; the final weights must
+// agree to 1e-5 (relative), with and without gradient accumulation. Also: each rank's measured model-state bytes against the ZeRO
 // paper's formula (within 5%), stage 3's released parameters, and sharded checkpoints
 // (bit-exact resume at the same world size; shards merged equal the gathered weights).
 #include <filesystem>
