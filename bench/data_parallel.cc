@@ -28,7 +28,8 @@ struct Options {
 };
 
 [[noreturn]] void usage() {
-  std::fprintf(stderr, "usage: bench_data_parallel [--batch B] [--seq T] [--steps N] [--warmup N] [--zero-stage 0-3]\n");
+  std::fprintf(stderr,
+               "usage: bench_data_parallel [--batch B] [--seq T] [--steps N] [--warmup N] [--zero-stage 0-3]\n");
   std::exit(2);
 }
 

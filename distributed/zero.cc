@@ -136,7 +136,8 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
   void launch_ready_buckets() {
     while (next_launch < static_cast<int64_t>(buckets.size()) && buckets[next_launch].pending == 0) {
       Bucket& bucket = buckets[next_launch++];
-      if (!bucket.input.defined()) bucket.input = zeros({world * bucket.segment}, {params[bucket.params[0]].full.dtype()});
+      const DType dtype = params[bucket.params[0]].full.dtype();
+      if (!bucket.input.defined()) bucket.input = zeros({world * bucket.segment}, {dtype});
       bucket.output = empty({bucket.segment}, {bucket.input.dtype()});
       bucket.work = group->reduce_scatter(bucket.input, bucket.output, Reduce::Avg);
     }

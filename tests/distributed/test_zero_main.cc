@@ -3,9 +3,10 @@
 // For each stage (and stage 3 with activation checkpointing), every rank trains a tiny BERT
 // with AdamW and gradient clipping through the Accelerator on its shard of the data, and
 // beside it the single-process reference on the full global batch; the final weights must
-// agree to 1e-5 (relative), with and without gradient accumulation. Also: each rank's measured model-state bytes against the ZeRO
-// paper's formula (within 5%), stage 3's released parameters, and sharded checkpoints
-// (bit-exact resume at the same world size; shards merged equal the gathered weights).
+// agree to 1e-5 (relative), with and without gradient accumulation. Also: each rank's
+// measured model-state bytes against the ZeRO paper's formula (within 5%), stage 3's
+// released parameters, and sharded checkpoints (bit-exact resume at the same world size;
+// shards merged equal the gathered weights).
 #include <filesystem>
 #include <iostream>
 
@@ -98,14 +99,12 @@ void test_matches_single_process(std::shared_ptr<ProcessGroup> group, int stage,
   const int64_t world = group->size();
   auto features = features_for(*group, accumulation, 11 + stage);
   int64_t steps = 0;
-  Trained sharded = train(group, features,
-                          {.zero_stage = stage, .accumulation = accumulation,
-                           .gradient_checkpointing = gradient_checkpointing},
-                                       [&](Accelerator& a, nn::Module& m) {
-                                         ACCEL_CHECK(a.zero() != nullptr && a.zero()->stage() == stage, "ZeRO attached");
-                                         ACCEL_CHECK(a.ddp_of(m) == nullptr, "ZeRO replaces DDP");
-                                         steps += 1;
-                                       });
+  const Run run{.zero_stage = stage, .accumulation = accumulation, .gradient_checkpointing = gradient_checkpointing};
+  Trained sharded = train(group, features, run, [&](Accelerator& a, nn::Module& m) {
+    ACCEL_CHECK(a.zero() != nullptr && a.zero()->stage() == stage, "ZeRO attached");
+    ACCEL_CHECK(a.ddp_of(m) == nullptr, "ZeRO replaces DDP");
+    steps += 1;
+  });
   Trained reference = train(distributed::make_single_process_group(), features,
                                            {.batch_size = 2 * world * accumulation});
   ACCEL_CHECK(steps == 20, "expected 20 optimizer steps, got ", steps);
@@ -188,7 +187,8 @@ void test_checkpoint_resume(std::shared_ptr<ProcessGroup> group, int stage) {
   nlohmann::json layout = nlohmann::json::parse(std::ifstream(dir / "zero.json"));
   std::vector<std::map<std::string, Tensor>> shards;
   for (int r = 0; r < group->size(); ++r) {
-    shards.push_back(safetensors::load((dir / ("zero_model_rank_" + std::to_string(r) + ".safetensors")).string()).tensors);
+    fs::path file = dir / ("zero_model_rank_" + std::to_string(r) + ".safetensors");
+    shards.push_back(safetensors::load(file.string()).tensors);
   }
   std::map<std::string, Tensor> merged = distributed::merge_parameter_shards(layout, shards);
   for (auto& [name, tensor] : merged) {
