@@ -1,8 +1,12 @@
 // Helpers the test programs share: the tiny BERT and the synthetic data they train on
-// (identical on every rank of an mpirun test), weight comparison, and error-message capture.
+// (identical on every rank of an mpirun test), weight comparison, error-message capture, and
+// running a command line as a user would.
 #pragma once
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -74,6 +78,23 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+struct CommandResult {
+  int exit_code = -1;  // -1: the shell could not be started, or the command died by a signal
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `command` through the shell, stdin from /dev/null, stderr merged into the output.
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " < /dev/null 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) result.output.append(buffer, n);
+  int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

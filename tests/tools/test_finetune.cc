@@ -5,32 +5,22 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "tests/test_util.h"
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
+using Result = accel::testing::CommandResult;
 
 Result run(const std::string& args) {
-  std::string command = std::string(ACCEL_BIN_DIR) + "/accel-finetune " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  Result r{-1, ""};
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
-  int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return accel::testing::run_command(std::string(ACCEL_BIN_DIR) + "/accel-finetune " + args);
 }
 
 class FinetuneTest : public ::testing::Test {

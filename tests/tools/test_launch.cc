@@ -5,10 +5,8 @@
 // ACCEL_* environment, and bad flags failing with a message.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +14,7 @@
 
 #include "core/error.h"
 #include "tools/launch_config.h"
+#include "tests/test_util.h"
 
 namespace accel::tools {
 namespace {
@@ -53,23 +52,9 @@ tpu_use_sudo: false
 use_cpu: true
 )";
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
-};
+using Result = accel::testing::CommandResult;
 
-// Runs `command` through the shell with stdin from /dev/null.
-Result run(const std::string& command) {
-  FILE* pipe = popen((command + " < /dev/null 2>&1").c_str(), "r");
-  EXPECT_NE(pipe, nullptr) << command;
-  Result result;
-  if (!pipe) return result;
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
-  int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Result run(const std::string& command) { return accel::testing::run_command(command); }
 
 template <typename F>
 std::string error_of(F&& f) {
@@ -225,23 +210,23 @@ TEST_F(LaunchTest, CommandLineFlagsOverrideTheConfigFile) {
   std::string config = write("c.yaml", "num_processes: 3\nmixed_precision: fp16\ngradient_accumulation_steps: 4\n");
   Result r = run(kAccel + " launch --config_file " + config + " --num_processes 2 --mixed_precision bf16 --dry_run "
                  "./train --lr 1e-4");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("-np 2 "));
-  EXPECT_THAT(r.out, HasSubstr("ACCEL_MIXED_PRECISION=bf16"));
-  EXPECT_THAT(r.out, HasSubstr("ACCEL_GRADIENT_ACCUMULATION_STEPS=4"));  // from the file
-  EXPECT_THAT(r.out, HasSubstr("./train --lr 1e-4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("-np 2 "));
+  EXPECT_THAT(r.output, HasSubstr("ACCEL_MIXED_PRECISION=bf16"));
+  EXPECT_THAT(r.output, HasSubstr("ACCEL_GRADIENT_ACCUMULATION_STEPS=4"));  // from the file
+  EXPECT_THAT(r.output, HasSubstr("./train --lr 1e-4"));
   // Without --config_file, the default config is used.
   ASSERT_EQ(run(kAccel + " config default --mixed_precision fp16").exit_code, 0);
-  EXPECT_THAT(run(kAccel + " launch --dry_run ./train").out, HasSubstr("ACCEL_MIXED_PRECISION=fp16"));
+  EXPECT_THAT(run(kAccel + " launch --dry_run ./train").output, HasSubstr("ACCEL_MIXED_PRECISION=fp16"));
 }
 
 TEST_F(LaunchTest, LaunchesTwoProcessesWithTheSettings) {
   Result r = run(kAccel + " launch --num_processes 2 --gradient_accumulation_steps 3 --cpu sh -c "
                  "'echo rank=$OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE steps=$ACCEL_GRADIENT_ACCUMULATION_STEPS "
                  "cpu=$ACCEL_USE_CPU'");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("rank=0 of 2 steps=3 cpu=true"));
-  EXPECT_THAT(r.out, HasSubstr("rank=1 of 2 steps=3 cpu=true"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("rank=0 of 2 steps=3 cpu=true"));
+  EXPECT_THAT(r.output, HasSubstr("rank=1 of 2 steps=3 cpu=true"));
   // The program's exit status comes back.
   EXPECT_NE(run(kAccel + " launch --num_processes 2 sh -c 'exit 3'").exit_code, 0);
 }
@@ -249,39 +234,39 @@ TEST_F(LaunchTest, LaunchesTwoProcessesWithTheSettings) {
 TEST_F(LaunchTest, BadFlagsFailWithAMessage) {
   Result r = run(kAccel + " launch --zero_stage 7 ./train");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("--zero_stage"));
+  EXPECT_THAT(r.output, HasSubstr("--zero_stage"));
   r = run(kAccel + " launch --mixed_precision fp8 ./train");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("fp8"));
+  EXPECT_THAT(r.output, HasSubstr("fp8"));
   r = run(kAccel + " launch --num_processes 2");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("no program to run"));
+  EXPECT_THAT(r.output, HasSubstr("no program to run"));
   r = run(kAccel + " launch --config_file " + write("bad.yaml", "num_processes: 0\n") + " ./train");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("num_processes must be at least 1"));
+  EXPECT_THAT(r.output, HasSubstr("num_processes must be at least 1"));
 }
 
 TEST_F(LaunchTest, ConfigCommandWritesTheDefaultAndNeedsATerminalToAsk) {
   Result r = run(kAccel + " config default");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(load_config((dir_ / "default_config.yaml").string()).num_processes, 1);
   r = run(kAccel + " config default");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("already exists"));
+  EXPECT_THAT(r.output, HasSubstr("already exists"));
   r = run(kAccel + " config");  // stdin is /dev/null
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("accel config default"));
+  EXPECT_THAT(r.output, HasSubstr("accel config default"));
 }
 
 TEST_F(LaunchTest, EnvPrintsVersionsAndTheConfig) {
   ASSERT_EQ(run(kAccel + " config default --mixed_precision bf16").exit_code, 0);
   Result r = run(kAccel + " env");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("- accel version: "));
-  EXPECT_THAT(r.out, HasSubstr("- CPU features: "));
-  EXPECT_THAT(r.out, HasSubstr("- MPI: "));
-  EXPECT_THAT(r.out, HasSubstr("- CUDA"));
-  EXPECT_THAT(r.out, HasSubstr("mixed_precision: 'bf16'"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("- accel version: "));
+  EXPECT_THAT(r.output, HasSubstr("- CPU features: "));
+  EXPECT_THAT(r.output, HasSubstr("- MPI: "));
+  EXPECT_THAT(r.output, HasSubstr("- CUDA"));
+  EXPECT_THAT(r.output, HasSubstr("mixed_precision: 'bf16'"));
 }
 
 }  // namespace

@@ -6,13 +6,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "core/safetensors.h"
 #include "models/pretrained.h"
+#include "tests/test_util.h"
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -20,22 +20,9 @@ using namespace accel;
 
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
+using Result = accel::testing::CommandResult;
 
-Result run(const std::string& command_line) {
-  std::string command = "OMP_NUM_THREADS=1 " + command_line + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  Result r{-1, ""};
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
-  int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Result run(const std::string& command_line) { return accel::testing::run_command("OMP_NUM_THREADS=1 " + command_line); }
 
 const std::string kBin = ACCEL_BIN_DIR;
 const std::string kTinyBert = std::string(ACCEL_SHARED_DATA_DIR) + "/tiny-bert";
