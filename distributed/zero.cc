@@ -94,11 +94,18 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
       if (length > 0) std::memcpy(to + r * p.chunk * item, from + (r * segment + p.offset) * item, length * item);
     }
   }
-  // This rank's shard, padded with zeros to the chunk, at `offset` of a (segment) buffer.
-  void put_shard(const Param& p, Tensor& buffer) const {
-    const int64_t item = p.shard.element_size();
-    if (p.owned > 0) std::memcpy(bytes_of(buffer) + p.offset * item, bytes_of(p.shard), p.owned * item);
+  // (segment) this rank's shards of `members`, each padded with zeros to its chunk and placed
+  // at its offset: what this rank contributes to an all_gather of them.
+  Tensor pack_shards(const std::vector<int64_t>& members, int64_t segment) const {
+    Tensor packed = zeros({segment}, {params[members.front()].shard.dtype()});
+    for (int64_t i : members) {
+      const Param& p = params[i];
+      const int64_t item = p.shard.element_size();
+      if (p.owned > 0) std::memcpy(bytes_of(packed) + p.offset * item, bytes_of(p.shard), p.owned * item);
+    }
+    return packed;
   }
+
 
   // ---- gradients ----
 
@@ -233,8 +240,7 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
   void start_gather(int64_t index) {
     Layer& layer = layers[index];
     if (layer.state != LayerState::Released) return;
-    Tensor mine = zeros({layer.segment}, {params[layer.params[0]].shard.dtype()});
-    for (int64_t i : layer.params) put_shard(params[i], mine);
+    Tensor mine = pack_shards(layer.params, layer.segment);
     layer.gathered = empty({world * layer.segment}, {mine.dtype()});
     layer.work = group->all_gather(mine, layer.gathered);
     layer.state = LayerState::Gathering;
@@ -301,8 +307,7 @@ struct ZeroEngine::Impl : std::enable_shared_from_this<Impl>, nn::ForwardHooks {
     std::vector<std::shared_ptr<Work>> works(buckets.size());
     for (size_t b = 0; b < buckets.size(); ++b) {
       Bucket& bucket = buckets[b];
-      Tensor mine = zeros({bucket.segment}, {params[bucket.params[0]].full.dtype()});
-      for (int64_t i : bucket.params) put_shard(params[i], mine);
+      Tensor mine = pack_shards(bucket.params, bucket.segment);
       gathered[b] = empty({world * bucket.segment}, {mine.dtype()});
       works[b] = group->all_gather(mine, gathered[b]);
     }
