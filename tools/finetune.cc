@@ -279,6 +279,9 @@ int run(const Args& args) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Fine-tune a BERT model for sequence classification with accel", "accel-finetune"};
+  // A flag given twice takes its last value, so wrappers (scripts/finetune_mrpc.sh) can pass
+  // the user's extra arguments after their own defaults and have them win.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   Args args;
   app.add_option("--model", args.model, "Hugging Face model directory (config.json, model.safetensors, vocab)")->required();
   app.add_option("--task", args.task, "mrpc, sst2, or tsv (any TSV/CSV/JSONL with --text-columns)")

@@ -72,6 +72,15 @@ TEST_F(FinetuneTest, ShortRunWritesMetricsAndBestModel) {
   EXPECT_EQ(again.at("eval_samples"), 5);
 }
 
+// scripts/finetune_mrpc.sh passes the user's arguments after its own: the last value wins.
+TEST_F(FinetuneTest, RepeatedFlagTakesTheLastValue) {
+  std::string data = write("data.tsv", kRows);
+  Result r = run(common(data, data) + " --epochs 3 --epochs 2");  // common() gave --epochs 1 first
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json metrics = nlohmann::json::parse(std::ifstream(dir_ / "out" / "metrics.json"));
+  EXPECT_EQ(metrics.at("epochs"), 2);
+}
+
 TEST_F(FinetuneTest, MalformedRowNamesFileAndLine) {
   std::string bad = write("bad.tsv", std::string(kRows) + "t17 t18\n" + "t19\t1\n");
   Result r = run(common(bad, bad));
