@@ -1,35 +1,18 @@
-// Storage lifetime and the CPU allocator (64-byte aligned, so every row of a contiguous
-// float tensor can start on a cache line and vector loads never split one).
+// Storage lifetime and the per-device allocator table (the CPU allocator itself is in
+// cpu_allocator.cc).
 #include "core/storage.h"
 
 #include <array>
-#include <cstdlib>
-#include <new>
 
+#include "core/cpu_allocator.h"
 #include "core/error.h"
 
 namespace accel {
 
 namespace {
 
-class CpuAllocator final : public Allocator {
- public:
-  void* allocate(size_t nbytes, Device) override {
-    if (nbytes == 0) return nullptr;
-    size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-    void* ptr = std::aligned_alloc(kAlignment, rounded);
-    ACCEL_CHECK(ptr != nullptr, "out of CPU memory: could not allocate ", nbytes, " bytes");
-    return ptr;
-  }
-  void deallocate(void* ptr, size_t, Device) override { std::free(ptr); }
-
- private:
-  static constexpr size_t kAlignment = 64;
-};
-
 std::array<Allocator*, kNumDeviceTypes>& allocators() {
-  static CpuAllocator cpu;
-  static std::array<Allocator*, kNumDeviceTypes> table = {&cpu, nullptr};
+  static std::array<Allocator*, kNumDeviceTypes> table = {detail::default_cpu_allocator(), nullptr};
   return table;
 }
 
