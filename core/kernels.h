@@ -52,6 +52,22 @@ using ReduceFn = void(ReduceOp op, const Tensor& in, const Shape& dims, const Te
 /// out (B, M, N) = a (B, M, K) @ b (B, K, N) [+ bias (N)]; a and b may be transposed views or
 /// have batch stride 0; out is contiguous. beta = 1 accumulates into out instead.
 using MatmulFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate);
+/// out (B, M, N) = gelu(a @ b + bias) with erf GELU, in one GEMM with a fused epilogue
+/// (inference: backward needs the pre-activation this never stores). Layouts as MatmulFn.
+using LinearGeluFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out);
+/// Fused attention, per (batch, head): S = scale * q k^T + mask, P = softmax(S) over keys,
+/// out = dropout(P) v. q, out (B, H, Tq, D) and k, v (B, H, Tk, D) with any strides but unit
+/// stride on D; mask expanded to (B, H, Tq, Tk) (stride 0 where broadcast) or undefined.
+/// Dropout keeps element i of P (row-major over (B, H, Tq, Tk)) when uniform_i >= p, uniform_i
+/// from the Philox draw (seed, offset), so it draws exactly what dropout() on P would.
+/// probs (B, H, Tq, Tk) contiguous receives P before dropout when defined (for backward).
+using AttentionFn = void(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
+                         double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs);
+/// Gradients of AttentionFn from its saved P (and the same dropout draw): grad_out like out;
+/// grad_q, grad_k, grad_v like q, k, v (any strides, unit stride on D).
+using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
+                                 const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v);
 /// Softmax over dim of a contiguous tensor; log selects log_softmax.
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
 /// grad_in = softmax backward from the forward output `out` and grad `grad`.
@@ -102,6 +118,9 @@ inline constinit KernelSlot<FillFn> fill{"fill", "K fill"};
 inline constinit KernelSlot<ArangeFn> arange{"arange", "K arange"};
 inline constinit KernelSlot<ReduceFn> reduce{"reduce", "K reduce"};
 inline constinit KernelSlot<MatmulFn> matmul{"matmul", "K matmul"};
+inline constinit KernelSlot<LinearGeluFn> linear_gelu{"linear_gelu", "K linear_gelu"};
+inline constinit KernelSlot<AttentionFn> attention{"attention", "K attention"};
+inline constinit KernelSlot<AttentionBackwardFn> attention_backward{"attention_backward", "K attention_backward"};
 inline constinit KernelSlot<SoftmaxFn> softmax{"softmax", "K softmax"};
 inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward", "K softmax_backward"};
 inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm", "K layer_norm"};

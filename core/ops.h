@@ -126,6 +126,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// x (..., in) @ weight (out, in)^T + bias (out) -> (..., out), one GEMM call.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+/// gelu(linear(x, weight, bias)) with erf GELU. Without recording (inference, or nothing
+/// requires grad) it is one GEMM with a fused GELU epilogue where the backend has one;
+/// otherwise, and on other backends, exactly linear then gelu.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 /// @}
 
 /// @name neural-network functions (core/ops/nn.cc)
@@ -140,6 +144,18 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);
 /// Zeroes each element with probability p and scales the rest by 1/(1-p) when training.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = nullptr);
+/// Scaled dot-product attention: dropout(softmax(scale * q k^T + additive_mask)) v.
+/// q (B, H, Tq, D), k and v (B, H, Tk, D), additive_mask broadcastable to (B, H, Tq, Tk) or
+/// undefined -> (B, H, Tq, D). Where a backend has the fused kernel (float32 on the CPU) the
+/// probabilities are computed per (batch, head) in cache, never as separate scaled, masked
+/// and softmaxed tensors, and the result is a (B, H, Tq, D) view of a (B, Tq, H, D) buffer,
+/// so merging heads back is free. Otherwise (autocast on, another dtype or device, a mask
+/// that requires grad), or with fused = false, it is the composition of matmul, mul, add,
+/// softmax, dropout and matmul. Both draw the same dropout mask from the generator.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& additive_mask = Tensor(), double dropout_p = 0.0,
+                                    bool training = false, std::optional<double> scale = std::nullopt,
+                                    bool fused = true, Generator* generator = nullptr);
 enum class Reduction { None, Mean, Sum };
 /// logits (N, C) or (N, C, d1, ...), target class indices (N) or (N, d1, ...).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,

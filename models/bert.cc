@@ -63,7 +63,10 @@ BertIntermediate::BertIntermediate(const BertConfig& c) : Module("BertIntermedia
   dense = register_module("dense", std::make_shared<nn::Linear>(c.hidden_size, c.intermediate_size));
 }
 
-Tensor BertIntermediate::forward(const Tensor& hidden) const { return activate(dense->forward(hidden), activation); }
+Tensor BertIntermediate::forward(const Tensor& hidden) const {
+  if (activation == "gelu") return dense->forward_gelu(hidden);
+  return activate(dense->forward(hidden), activation);
+}
 
 BertLayer::BertLayer(const BertConfig& c) : Module("BertLayer") {
   attention = register_module("attention", std::make_shared<BertAttention>(c));

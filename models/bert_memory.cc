@@ -68,15 +68,18 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
     layer.push_back({"query/key/value dense input (B, T, hidden) fp32, one tensor shared by the three",
                      tokens * H * fp32});
   }
-  layer.push_back({"Q, K, V heads as (B*heads, T, head_dim) " + gemm_name + " copies, saved by Q@K^T and probs@V",
-                   3 * tokens * H * gemm});
-  layer.push_back({"attention scale 1/sqrt(head_dim), a 0-dim " + gemm_name + " tensor saved by scores * scale", gemm});
-  layer.push_back({"attention probabilities (B, heads, T, T) fp32, softmax output", scores * fp32});
-  if (attention_dropout) layer.push_back({"attention dropout mask (B, heads, T, T) bool", scores * mask});
-  if (low_precision) {
+  if (low_precision) {  // the composition: matmul, scale, mask, softmax, dropout, matmul
+    layer.push_back({"Q, K, V heads as (B*heads, T, head_dim) 16-bit copies, saved by Q@K^T and probs@V",
+                     3 * tokens * H * gemm});
+    layer.push_back({"attention scale 1/sqrt(head_dim), a 0-dim 16-bit tensor saved by scores * scale", gemm});
+    layer.push_back({"attention probabilities (B, heads, T, T) fp32, softmax output", scores * fp32});
+    if (attention_dropout) layer.push_back({"attention dropout mask (B, heads, T, T) bool", scores * mask});
     layer.push_back({"attention probabilities cast to 16-bit (B, heads, T, T) for probs@V", scores * gemm});
-  } else if (attention_dropout) {
-    layer.push_back({"dropped-out attention probabilities (B, heads, T, T) fp32 for probs@V", scores * fp32});
+  } else {  // the fused kernel: it redraws the dropout mask in backward instead of keeping it
+    layer.push_back({"query, key, value dense outputs (B, T, hidden) fp32, saved by the fused attention as head views",
+                     3 * tokens * H * fp32});
+    layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
+                     scores * fp32});
   }
   layer.push_back({"attention context (B, T, hidden) " + gemm_name + ", attention output dense input",
                    tokens * H * gemm});

@@ -3,7 +3,8 @@
 /// the parameter count of BertForSequenceClassification, and an estimate of the bytes that
 /// autograd saves for backward during one training forward of accel's BERT (what is alive
 /// between forward and backward). The activation list follows the tensors accel's ops really
-/// save (models/bert.cc, nn/attention.cc, core/autograd/derivatives_*.cc), including its
+/// save on the CPU (models/bert.cc, nn/attention.cc, core/ops/attention.cc,
+/// core/autograd/derivatives_*.cc: fp32 takes the fused attention), including its
 /// autocast casts; tests/models/test_bert_memory.cc checks it against a counting allocator.
 /// It is not a profiler: it leaves out the backward pass's own temporaries, the gradients,
 /// the caller's input ids, mask and labels, and activation checkpointing.

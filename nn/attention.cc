@@ -1,22 +1,10 @@
-// Self-attention: projections, head split/merge as views, and the attention itself.
+// Self-attention: projections, head split/merge as views, and the attention itself (core's
+// scaled_dot_product_attention, fused where the backend can).
 #include "nn/attention.h"
 
-#include <cmath>
 #include <limits>
 
 namespace accel::nn {
-
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask,
-                                    double dropout_p, bool training) {
-  ACCEL_CHECK(q.dim() == 4 && k.sizes() == v.sizes() && q.size(-1) == k.size(-1),
-              "scaled_dot_product_attention: expected q, k, v of shape (B, heads, T, head_dim), got ", q.shape_string(),
-              ", ", k.shape_string(), ", ", v.shape_string());
-  double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  Tensor scores = matmul(q, k.transpose(-1, -2)) * scale;  // (B, heads, T, T)
-  if (additive_mask.defined()) scores = scores + additive_mask;
-  Tensor probs = dropout(softmax(scores, -1), dropout_p, training);
-  return matmul(probs, v);  // (B, heads, T, head_dim)
-}
 
 Tensor additive_attention_mask(const Tensor& attention_mask, DType dtype) {
   ACCEL_CHECK(attention_mask.dim() == 2, "additive_attention_mask: expected a (batch, seq) mask but got shape ",
@@ -47,7 +35,7 @@ Tensor MultiHeadSelfAttention::forward(const Tensor& x, const Tensor& additive_m
   Tensor q = split_heads(query->forward(x));
   Tensor k = split_heads(key->forward(x));
   Tensor v = split_heads(value->forward(x));
-  Tensor context = scaled_dot_product_attention(q, k, v, additive_mask, attention_dropout, is_training());
+  Tensor context = accel::scaled_dot_product_attention(q, k, v, additive_mask, attention_dropout, is_training());
   return context.transpose(1, 2).reshape({B, T, hidden_size});  // merge heads
 }
 

@@ -1,8 +1,8 @@
 /// @file
 /// Multi-head self-attention as BERT computes it: query/key/value projections, scaled
-/// dot-product attention with an additive mask, heads merged back. The output projection is
-/// not part of it (Hugging Face puts it in BertSelfOutput), so the parameter names are
-/// exactly transformers' "query", "key", "value".
+/// dot-product attention with an additive mask (core's scaled_dot_product_attention), heads
+/// merged back. The output projection is not part of it (Hugging Face puts it in
+/// BertSelfOutput), so the parameter names are exactly transformers' "query", "key", "value".
 #pragma once
 
 #include <memory>
@@ -10,12 +10,6 @@
 #include "nn/layers.h"
 
 namespace accel::nn {
-
-/// q, k, v (B, heads, T, head_dim); additive_mask broadcastable to (B, heads, T, T) or
-/// undefined -> (B, heads, T, head_dim). softmax(q k^T / sqrt(head_dim) + mask) v, with
-/// dropout on the probabilities when training.
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask,
-                                    double dropout_p, bool training);
 
 /// (B, T) mask of 1 (attend) / 0 (padding) -> additive (B, 1, 1, T): 0 or the dtype's most
 /// negative value, as transformers' get_extended_attention_mask.

@@ -17,6 +17,10 @@ class Linear : public Module {
   Tensor forward(const Tensor& x) const {
     return run_forward([&] { return linear(x, weight, bias); });
   }
+  /// gelu(forward(x)) with erf GELU, fused into the GEMM when nothing is recorded.
+  Tensor forward_gelu(const Tensor& x) const {
+    return run_forward([&] { return linear_gelu(x, weight, bias); });
+  }
   bool runs_forward_hooks() const override { return true; }
   Tensor weight, bias;
 };

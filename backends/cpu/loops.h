@@ -126,7 +126,7 @@ void map_elementwise(const Tensor& out, const F& f, const std::array<const Tenso
       Out* o = reinterpret_cast<Out*>(ptrs[0]);
       [&]<size_t... I>(std::index_sequence<I...>) {
         std::tuple<std::array<In, kChunk>...> repeated;
-        const int64_t used = n < kChunk ? n : kChunk;
+        [[maybe_unused]] const int64_t used = n < kChunk ? n : kChunk;  // unused with no inputs (fill)
         ((strides[I + 1] == 0
               ? void(std::fill_n(std::get<I>(repeated).data(), used, *reinterpret_cast<const In*>(ptrs[I + 1])))
               : void()),

@@ -58,20 +58,20 @@ std::mutex cache_mutex;
 std::unordered_map<std::string, CachedMatmul> cache;
 
 std::string key_of(const MatrixLayout& a, const MatrixLayout& b, int64_t M, int64_t N, int64_t B,
-                   DType dtype, bool bias, bool accumulate) {
+                   DType dtype, bool bias, bool accumulate, bool gelu) {
   std::string key;
   for (auto v : {a.dims, a.strides, b.dims, b.strides}) {
     for (auto x : v) key += std::to_string(x) + ',';
     key += '|';
   }
   key += std::to_string(M) + ',' + std::to_string(N) + ',' + std::to_string(B) + ',' +
-         std::to_string(int(dtype)) + (bias ? "b" : "") + (accumulate ? "a" : "");
+         std::to_string(int(dtype)) + (bias ? "b" : "") + (accumulate ? "a" : "") + (gelu ? "g" : "");
   return key;
 }
 
 const CachedMatmul* get_primitive(const MatrixLayout& a, const MatrixLayout& b, int64_t B, int64_t M,
-                                  int64_t N, DType dtype, bool bias, bool accumulate) {
-  std::string key = key_of(a, b, M, N, B, dtype, bias, accumulate);
+                                  int64_t N, DType dtype, bool bias, bool accumulate, bool gelu) {
+  std::string key = key_of(a, b, M, N, B, dtype, bias, accumulate, gelu);
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return &it->second;
@@ -81,11 +81,10 @@ const CachedMatmul* get_primitive(const MatrixLayout& a, const MatrixLayout& b, 
   memory::desc c_md({B, M, N}, dt, memory::dims{M * N, N, 1});
   memory::desc bias_md = bias ? memory::desc({1, 1, N}, dt, memory::dims{N, N, 1}) : memory::desc();
   dnnl::primitive_attr attr;
-  if (accumulate) {
-    dnnl::post_ops ops;
-    ops.append_sum(1.0f);
-    attr.set_post_ops(ops);
-  }
+  dnnl::post_ops ops;
+  if (accumulate) ops.append_sum(1.0f);
+  if (gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+  attr.set_post_ops(ops);
   try {
     dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
                                    : dnnl::matmul::desc(a_md, b_md, c_md);
@@ -119,10 +118,10 @@ void matmul_eigen_f64(const Tensor& a, const Tensor& b, const Tensor& bias, cons
 }
 
 bool try_onednn(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate,
-                bool allow_reference) {
+                bool allow_reference, bool gelu = false) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2);
   MatrixLayout la = layout_of(a, B), lb = layout_of(b, B);
-  const CachedMatmul* cached = get_primitive(la, lb, B, M, N, out.dtype(), bias.defined(), accumulate);
+  const CachedMatmul* cached = get_primitive(la, lb, B, M, N, out.dtype(), bias.defined(), accumulate, gelu);
   if (cached == nullptr || (cached->is_reference && !allow_reference)) return false;
   memory::data_type dt = to_dnnl(out.dtype());
   dnnl::engine& engine = cpu_engine();
@@ -169,8 +168,20 @@ void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const T
   }
 }
 
+// float32 only (the op falls back to linear then gelu otherwise); oneDNN's gelu_erf post-op.
+void linear_gelu_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  ACCEL_CHECK(out.dtype() == kFloat32, "linear_gelu: the fused CPU kernel is float32 only, got ",
+              dtype_name(out.dtype()));
+  if (out.numel() == 0) return;
+  if (a.size(2) > 0 && try_onednn(a, b, bias, out, false, /*allow_reference=*/false, /*gelu=*/true)) return;
+  matmul_kernel(a, b, bias, out, false);  // a layout oneDNN will not fuse: GEMM, then GELU in place
+  Tensor result = out;
+  result.copy_(gelu(out));
+}
+
 }  // namespace
 
 ACCEL_REGISTER_KERNEL(matmul, DeviceType::CPU, matmul_kernel);
+ACCEL_REGISTER_KERNEL(linear_gelu, DeviceType::CPU, linear_gelu_kernel);
 
 }  // namespace accel::cpu

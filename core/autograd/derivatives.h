@@ -62,6 +62,9 @@ void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor
                 const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);
 void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx);
 void dropout(Tensor& out, const Tensor& x, const Tensor& mask, double scale);
+/// The fused attention kernel's node; probs is P before dropout (B, H, Tq, Tk).
+void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs, double scale,
+               double dropout_p, uint64_t seed, uint64_t offset);
 void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const Tensor& weight_per_sample,
               Reduction reduction, double total_weight);
 void cat(Tensor& out, const std::vector<Tensor>& inputs, int64_t dim);

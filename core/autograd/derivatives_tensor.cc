@@ -134,6 +134,26 @@ void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor
   });
 }
 
+void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs, double scale,
+               double dropout_p, uint64_t seed, uint64_t offset) {
+  if (!any_requires_grad({&q, &k, &v})) return;
+  SavedTensor sq(q, "AttentionBackward"), sk(k, "AttentionBackward"), sv(v, "AttentionBackward");
+  SavedTensor sp(probs, "AttentionBackward");
+  set_history(out, "AttentionBackward", {&q, &k, &v}, [=](const Tensor& grad) {
+    Tensor qs = sq.get(), ks = sk.get(), vs = sv.get();
+    Tensor g = grad.to(kFloat32);
+    if (g.stride(3) != 1) g = g.contiguous();
+    // Gradients in the (B, T, H, D) layout of the projections they flow back into, so the
+    // head split's views carry them to the Linear layers without a copy.
+    auto like = [](const Tensor& t) {
+      return Tensor::empty({t.size(0), t.size(2), t.size(1), t.size(3)}, t.dtype(), t.device()).transpose(1, 2);
+    };
+    Tensor gq = like(qs), gk = like(ks), gv = like(vs);
+    kernels::attention_backward(qs.device(), g, qs, ks, vs, sp.get(), scale, dropout_p, seed, offset, gq, gk, gv);
+    return std::vector<Tensor>{gq, gk, gv};
+  });
+}
+
 void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
   if (!any_requires_grad({&weight})) return;
   SavedTensor sidx(indices.reshape({-1}).contiguous(), "EmbeddingBackward");

@@ -1,8 +1,10 @@
 // matmul with torch.matmul semantics, built from differentiable views around one batched
 // GEMM primitive (bmm), so broadcasting and transposes get their gradients from the views'
-// own rules; and linear (x @ W^T + b) as a single GEMM with a fused bias.
+// own rules; linear (x @ W^T + b) as a single GEMM with a fused bias; and linear_gelu,
+// which fuses the GELU too when nothing is recorded.
 #include "core/autocast.h"
 #include "core/autograd/derivatives.h"
+#include "core/autograd/node.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
 
@@ -99,6 +101,28 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
   }
   autograd::record::linear(out2, x2, weight, bias);
   if (x.dim() == 2) return out2;
+  Shape out_shape = x.sizes();
+  out_shape.back() = out_features;
+  return out2.reshape(out_shape);
+}
+
+Tensor linear_gelu(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
+  const Tensor x = autocast::to_low_precision(x_in), weight = autocast::to_low_precision(weight_in);
+  const Tensor bias = autocast::to_low_precision(bias_in);
+  const bool fusable = x.dtype() == kFloat32 && weight.dtype() == kFloat32 && x.device() == weight.device() &&
+                       kernels::linear_gelu.has(x.device().type) && weight.dim() == 2 && x.dim() >= 1 &&
+                       x.size(-1) == weight.size(1) && !autograd::any_requires_grad({&x, &weight, &bias});
+  if (!fusable) return gelu(linear(x_in, weight_in, bias_in));
+  if (bias.defined()) {
+    ACCEL_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0) && bias.dtype() == kFloat32 &&
+                    bias.device() == x.device(),
+                "linear_gelu: expected a float32 bias of shape [", weight.size(0), "] on ", x.device().str(),
+                " but got ", bias.shape_string(), " ", dtype_name(bias.dtype()), " on ", bias.device().str());
+  }
+  const int64_t in_features = weight.size(1), out_features = weight.size(0);
+  Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in_features});  // (rows, in)
+  Tensor out2 = Tensor::empty({x2.size(0), out_features}, x.dtype(), x.device());
+  kernels::linear_gelu(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), bias, out2.unsqueeze(0));
   Shape out_shape = x.sizes();
   out_shape.back() = out_features;
   return out2.reshape(out_shape);

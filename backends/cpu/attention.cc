@@ -1,0 +1,170 @@
+// CPU fused attention, forward and backward, float32. Each (batch, head) is one work item:
+// its Tq x Tk score matrix is made by one GEMM, scaled, masked and softmaxed in place while it
+// is in cache, and multiplied by V straight into the strided output, so the scores never
+// travel through memory as separate scaled, masked and softmaxed tensors, and no head is
+// copied to a contiguous buffer. The small GEMMs are oneDNN's dnnl_sgemm, which runs on the
+// calling thread inside the parallel region; the parallelism is over the (batch, head) items.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <dnnl.h>
+
+#include "backends/cpu/vec_math.h"
+#include "core/kernels.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+namespace accel::cpu {
+
+namespace {
+
+// Row-major C (M x N) = alpha * op(A) op(B) + beta * C.
+void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  dnnl_status_t status = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  ACCEL_CHECK(status == dnnl_success, "attention: dnnl_sgemm failed with status ", int(status), " on ", M, "x", K,
+              " @ ", K, "x", N);
+}
+
+// Pointer to the (b, h) matrix of a 4-D tensor and its row stride.
+struct HeadView {
+  const Tensor& t;
+  template <typename T>
+  T* at(int64_t b, int64_t h) const {
+    return t.data_ptr<T>() + b * t.stride(0) + h * t.stride(1);
+  }
+  int64_t ld() const { return std::max<int64_t>(t.stride(2), 1); }
+};
+
+// The dropout draw over (B, H, Tq, Tk): keep[c] for the Tk elements starting at `first`.
+void dropout_keep_row(uint64_t seed, uint64_t offset, int64_t first, int64_t Tk, float p, char* keep) {
+  PhiloxBlock w{};
+  for (int64_t c = 0; c < Tk; ++c) {
+    const int64_t i = first + c;
+    if (c == 0 || (i & 3) == 0) w = philox_block(seed, offset + static_cast<uint64_t>(i >> 2));
+    keep[c] = philox_uniform(w[i & 3]) >= p;
+  }
+}
+
+// In place: row = softmax(row + mask_row) over n entries; mask_row may be null.
+void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, int64_t n) {
+  if (mask_row != nullptr) {
+    for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c * mask_stride];
+  }
+  float max_value = -INFINITY;
+  for (int64_t c = 0; c < n; ++c) max_value = std::max(max_value, row[c]);
+  if (std::isinf(max_value) && max_value < 0) max_value = 0;  // all -inf: as the softmax kernel
+  for (int64_t c = 0; c < n; ++c) row[c] -= max_value;
+  vec::exp(row, row, n);
+  float sum = 0;
+  for (int64_t c = 0; c < n; ++c) sum += row[c];
+  const float inv = 1.0f / sum;
+  for (int64_t c = 0; c < n; ++c) row[c] *= inv;
+}
+
+void check_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors) {
+    ACCEL_CHECK(!t->defined() || t->dtype() == kFloat32, op, ": the CPU kernel is float32 only, got ",
+                dtype_name(t->dtype()));
+  }
+}
+
+void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
+                      double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs) {
+  check_float32("attention", {&q, &k, &v, &mask, &out, &probs});
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
+  if (out.numel() == 0) return;
+  const HeadView Q{q}, K{k}, V{v}, O{out};
+  const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
+  parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(probs.defined() ? 0 : Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
+    std::vector<char> keep(p > 0 ? Tk : 0);  // one row of the dropout draw
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H, h = item % H;
+      float* S = probs.defined() ? probs.data_ptr<float>() + item * Tq * Tk : scratch.data();  // (Tq, Tk)
+      float* O_bh = O.at<float>(b, h);
+      if (Tk == 0) {
+        for (int64_t r = 0; r < Tq; ++r) std::fill_n(O_bh + r * O.ld(), D, 0.0f);
+        continue;
+      }
+      sgemm('N', 'T', Tq, Tk, D, static_cast<float>(scale), Q.at<float>(b, h), Q.ld(), K.at<float>(b, h), K.ld(),
+            0.0f, S, Tk);
+      for (int64_t r = 0; r < Tq; ++r) {
+        const float* mask_row =
+            mask.defined() ? mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1) + r * mask.stride(2)
+                           : nullptr;
+        masked_softmax_row(S + r * Tk, mask_row, mask.defined() ? mask.stride(3) : 0, Tk);
+      }
+      const float* P = S;
+      if (p > 0) {  // dropout(P), drawn element by element as dropout() would over (B, H, Tq, Tk)
+        for (int64_t r = 0; r < Tq; ++r) {
+          dropout_keep_row(seed, offset, (item * Tq + r) * Tk, Tk, p, keep.data());
+          for (int64_t c = 0; c < Tk; ++c) dropped[r * Tk + c] = keep[c] ? S[r * Tk + c] * keep_scale : 0.0f;
+        }
+        P = dropped.data();
+      }
+      sgemm('N', 'N', Tq, D, Tk, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
+    }
+  });
+}
+
+// With P the saved probabilities and Pd = dropout(P):
+//   dV = Pd^T dO;  dPd = dO V^T;  dP = dropout'(dPd);  dS = P * (dP - rowsum(dP * P));
+//   dQ = scale dS K;  dK = scale dS^T Q.
+void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
+                               const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
+  check_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
+  const HeadView Q{q}, K{k}, V{v}, G{grad_out}, GQ{grad_q}, GK{grad_k}, GV{grad_v};
+  const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
+  const float s = static_cast<float>(scale);
+  parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> dP(Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
+    std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H, h = item % H;
+      float* gq = GQ.at<float>(b, h);
+      float* gk = GK.at<float>(b, h);
+      float* gv = GV.at<float>(b, h);
+      if (Tq == 0 || Tk == 0 || D == 0) {
+        for (int64_t r = 0; r < Tq; ++r) std::fill_n(gq + r * GQ.ld(), D, 0.0f);
+        for (int64_t r = 0; r < Tk; ++r) {
+          std::fill_n(gk + r * GK.ld(), D, 0.0f);
+          std::fill_n(gv + r * GV.ld(), D, 0.0f);
+        }
+        continue;
+      }
+      const float* P = probs.data_ptr<float>() + item * Tq * Tk;
+      const float* Pd = P;
+      if (p > 0) {
+        for (int64_t r = 0; r < Tq; ++r) dropout_keep_row(seed, offset, (item * Tq + r) * Tk, Tk, p, &keep[r * Tk]);
+        for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? P[i] * keep_scale : 0.0f;
+        Pd = dropped.data();
+      }
+      const float* dO = G.at<float>(b, h);
+      sgemm('T', 'N', Tk, D, Tq, 1.0f, Pd, Tk, dO, G.ld(), 0.0f, gv, GV.ld());
+      sgemm('N', 'T', Tq, Tk, D, 1.0f, dO, G.ld(), V.at<float>(b, h), V.ld(), 0.0f, dP.data(), Tk);
+      for (int64_t r = 0; r < Tq; ++r) {
+        float* dp = dP.data() + r * Tk;
+        const float* pr = P + r * Tk;
+        if (p > 0) {
+          for (int64_t c = 0; c < Tk; ++c) dp[c] = keep[r * Tk + c] ? dp[c] * keep_scale : 0.0f;
+        }
+        float dot = 0;
+        for (int64_t c = 0; c < Tk; ++c) dot += dp[c] * pr[c];
+        for (int64_t c = 0; c < Tk; ++c) dp[c] = pr[c] * (dp[c] - dot);
+      }
+      sgemm('N', 'N', Tq, D, Tk, s, dP.data(), Tk, K.at<float>(b, h), K.ld(), 0.0f, gq, GQ.ld());
+      sgemm('T', 'N', Tk, D, Tq, s, dP.data(), Tk, Q.at<float>(b, h), Q.ld(), 0.0f, gk, GK.ld());
+    }
+  });
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(attention, DeviceType::CPU, attention_kernel);
+ACCEL_REGISTER_KERNEL(attention_backward, DeviceType::CPU, attention_backward_kernel);
+
+}  // namespace accel::cpu

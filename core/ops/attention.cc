@@ -1,0 +1,81 @@
+// Scaled dot-product attention: the fused kernel where the backend has one, else the
+// composition of matmul, mul, add, softmax, dropout and matmul (the reference path, which
+// autocast and every other dtype and device take).
+#include <cmath>
+
+#include "core/autocast.h"
+#include "core/autograd/derivatives.h"
+#include "core/autograd/node.h"
+#include "core/kernels.h"
+#include "core/ops/op_utils.h"
+#include "core/random.h"
+
+namespace accel {
+
+namespace {
+
+Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask,
+                          double dropout_p, bool training, double scale, Generator* generator) {
+  Tensor scores = matmul(q, k.transpose(-1, -2)) * scale;  // (B, H, Tq, Tk)
+  if (additive_mask.defined()) scores = scores + additive_mask;
+  Tensor probs = dropout(softmax(scores, -1), dropout_p, training, generator);
+  return matmul(probs, v);  // (B, H, Tq, D)
+}
+
+bool fused_kernel_applies(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
+  for (const Tensor* t : {&q, &k, &v}) {
+    if (t->dtype() != kFloat32) return false;
+  }
+  if (mask.defined() && (mask.requires_grad() || !mask.is_floating_point())) return false;
+  return kernels::attention.has(q.device().type) && kernels::attention_backward.has(q.device().type);
+}
+
+// The kernel wants unit stride on the head dim; split-head views of a Linear output have it.
+Tensor with_unit_last_stride(const Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    const Tensor& additive_mask, double dropout_p, bool training,
+                                    std::optional<double> scale, bool fused, Generator* generator) {
+  detail::check_defined(q_in, "scaled_dot_product_attention", "q");
+  detail::check_defined(k_in, "scaled_dot_product_attention", "k");
+  detail::check_defined(v_in, "scaled_dot_product_attention", "v");
+  ACCEL_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && k_in.sizes() == v_in.sizes() && q_in.size(0) == k_in.size(0) &&
+                  q_in.size(1) == k_in.size(1) && q_in.size(3) == k_in.size(3),
+              "scaled_dot_product_attention: expected q (B, heads, Tq, head_dim) and k, v (B, heads, Tk, head_dim), "
+              "got ", q_in.shape_string(), ", ", k_in.shape_string(), ", ", v_in.shape_string());
+  ACCEL_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "scaled_dot_product_attention: dropout probability must be in "
+              "[0, 1], got ", dropout_p);
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q_in.size(3))));
+  // Under autocast it is the composition, whose matmuls and softmax apply autocast's own
+  // precision rules (16-bit GEMMs, fp32 softmax), whatever the inputs' dtype.
+  if (!fused || autocast::is_enabled() || !fused_kernel_applies(q_in, k_in, v_in, additive_mask) ||
+      (training && dropout_p == 1.0)) {
+    return composed_attention(q_in, k_in, v_in, additive_mask, dropout_p, training, s, generator);
+  }
+  detail::common_device("scaled_dot_product_attention", {&q_in, &k_in, &v_in, &additive_mask});
+  const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), Tk = k_in.size(2), D = q_in.size(3);
+  // Recorded copies where a copy is needed, so gradients still reach q_in, k_in and v_in.
+  const Tensor q = with_unit_last_stride(q_in), k = with_unit_last_stride(k_in), v = with_unit_last_stride(v_in);
+  Tensor mask;
+  if (additive_mask.defined()) {
+    NoGradGuard no_grad;
+    mask = additive_mask.to(kFloat32).expand({B, H, Tq, Tk});
+  }
+  const double p = training ? dropout_p : 0.0;
+  uint64_t seed = 0, offset = 0;
+  if (p > 0.0) {
+    Generator& gen = generator ? *generator : default_generator();
+    seed = gen.seed();
+    offset = gen.reserve(static_cast<uint64_t>(B * H * Tq * Tk));  // as dropout() on the probabilities
+  }
+  const bool record = autograd::any_requires_grad({&q, &k, &v});  // grad mode on and an input requires grad
+  Tensor probs = record ? Tensor::empty({B, H, Tq, Tk}, kFloat32, q.device()) : Tensor();
+  Tensor out = Tensor::empty({B, Tq, H, D}, kFloat32, q.device()).transpose(1, 2);  // (B, H, Tq, D) view
+  kernels::attention(q.device(), q, k, v, mask, s, p, seed, offset, out, probs);
+  autograd::record::attention(out, q, k, v, probs, s, p, seed, offset);
+  return out;
+}
+
+}  // namespace accel

@@ -1,0 +1,173 @@
+// tests/core/test_attention.cc: the fused CPU attention kernel (scaled_dot_product_attention
+// with fused = true) against the composition of matmul, mul, add, softmax, dropout and matmul
+// run in float64 on the same inputs: outputs and the gradients of q, k and v, with and without
+// masks (key padding, a full (B, 1, Tq, Tk) mask, a fully masked row), with Tq != Tk, with
+// strided inputs, and with dropout, which must draw exactly the composition's mask from the
+// same generator state. Also: the result's layout makes merging heads a view, autocast and
+// masks that require grad take the composition, and bad shapes are clear errors.
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "core/autocast.h"
+#include "core/autograd/grad_mode.h"
+#include "core/ops.h"
+#include "core/random.h"
+#include "tests/core/tensor_compare.h"
+#include "tests/test_util.h"
+
+namespace accel {
+namespace {
+
+using testing::contains;
+using testing::error_of;
+
+struct Inputs {
+  Tensor q, k, v, mask;
+};
+
+// q (B, H, Tq, D), k and v (B, H, Tk, D) as split-head views of (B, T, H*D) projections, the
+// layout MultiHeadSelfAttention passes; mask_kind 0: none, 1: key padding (B, 1, 1, Tk),
+// 2: a full (B, 1, Tq, Tk) additive mask with one row masked everywhere.
+Inputs make_inputs(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, int mask_kind) {
+  auto heads = [&](int64_t T) { return randn({B, T, H * D}).view({B, T, H, D}).transpose(1, 2); };
+  Inputs in{heads(Tq), heads(Tk), heads(Tk), Tensor()};
+  const float lowest = std::numeric_limits<float>::lowest();
+  if (mask_kind == 1) {
+    Tensor keep = ones({B, Tk});
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = Tk - b; j < Tk; ++j) keep.select(0, b).select(0, j).fill_(0.0);  // sequence b has b pads
+    }
+    in.mask = ((1.0 - keep) * lowest).view({B, 1, 1, Tk});
+  } else if (mask_kind == 2) {
+    in.mask = randn({B, 1, Tq, Tk});
+    in.mask.select(0, 0).select(0, 0).select(0, 1).fill_(lowest);  // query 1 of batch 0 sees nothing
+  }
+  return in;
+}
+
+struct Result {
+  Tensor out, grad_q, grad_k, grad_v;
+};
+
+// Runs attention on leaf copies of the inputs (in `dtype`) and backpropagates sum(out * weight).
+Result run(const Inputs& in, DType dtype, bool fused, double dropout_p, bool training, uint64_t seed) {
+  Tensor q = in.q.to(dtype).detach().requires_grad_(), k = in.k.to(dtype).detach().requires_grad_();
+  Tensor v = in.v.to(dtype).detach().requires_grad_();
+  Tensor mask = in.mask.defined() ? in.mask.to(dtype) : Tensor();
+  Generator generator(seed);
+  Tensor out = scaled_dot_product_attention(q, k, v, mask, dropout_p, training, std::nullopt, fused, &generator);
+  Generator weights(seed + 1);
+  Tensor weight = randn(out.sizes(), {}, &weights).to(dtype);
+  (out * weight).sum().backward();
+  return {out.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+void expect_fused_matches_float64_composition(const Inputs& in, double dropout_p, const std::string& what) {
+  const uint64_t seed = 1234;
+  Result fused = run(in, kFloat32, true, dropout_p, true, seed);
+  Result reference = run(in, kFloat64, false, dropout_p, true, seed);
+  EXPECT_TRUE(tensors_close(fused.out, reference.out, 1e-5, 1e-6)) << what << ": output";
+  EXPECT_TRUE(tensors_close(fused.grad_q, reference.grad_q, 1e-5, 1e-6)) << what << ": grad q";
+  EXPECT_TRUE(tensors_close(fused.grad_k, reference.grad_k, 1e-5, 1e-6)) << what << ": grad k";
+  EXPECT_TRUE(tensors_close(fused.grad_v, reference.grad_v, 1e-5, 1e-6)) << what << ": grad v";
+}
+
+TEST(FusedAttention, MatchesTheFloat64CompositionWithoutMask) {
+  manual_seed(1);
+  expect_fused_matches_float64_composition(make_inputs(2, 3, 5, 5, 4, 0), 0.0, "no mask");
+}
+
+TEST(FusedAttention, MatchesTheFloat64CompositionWithKeyPaddingMask) {
+  manual_seed(2);
+  expect_fused_matches_float64_composition(make_inputs(3, 2, 6, 6, 8, 1), 0.0, "key padding");
+}
+
+TEST(FusedAttention, MatchesTheFloat64CompositionWithFullMaskAndMoreKeysThanQueries) {
+  manual_seed(3);
+  expect_fused_matches_float64_composition(make_inputs(2, 2, 3, 7, 5, 2), 0.0, "full mask, Tq 3, Tk 7");
+}
+
+TEST(FusedAttention, DropoutDrawsTheCompositionsMask) {
+  manual_seed(4);
+  Inputs in = make_inputs(2, 3, 9, 9, 4, 1);  // 2*3*9*9 = 486 draws: not a multiple of 4 per row
+  expect_fused_matches_float64_composition(in, 0.3, "dropout 0.3");
+  // And the draw really is used: another generator seed gives another output.
+  Result a = run(in, kFloat32, true, 0.3, true, 1), b = run(in, kFloat32, true, 0.3, true, 2);
+  EXPECT_GT((a.out - b.out).abs().max().item<double>(), 1e-3);
+  // Not training: no dropout at all, and no draw from the generator.
+  Generator generator(7);
+  scaled_dot_product_attention(in.q, in.k, in.v, in.mask, 0.3, false, std::nullopt, true, &generator);
+  EXPECT_EQ(generator.offset(), 0u);
+}
+
+TEST(FusedAttention, AdvancesTheGeneratorAsTheComposition) {
+  manual_seed(5);
+  Inputs in = make_inputs(1, 2, 3, 5, 4, 0);
+  Generator fused(9), composed(9);
+  scaled_dot_product_attention(in.q, in.k, in.v, Tensor(), 0.1, true, std::nullopt, true, &fused);
+  scaled_dot_product_attention(in.q, in.k, in.v, Tensor(), 0.1, true, std::nullopt, false, &composed);
+  EXPECT_EQ(fused.offset(), composed.offset());
+  EXPECT_GT(fused.offset(), 0u);
+}
+
+TEST(FusedAttention, TakesInputsWithoutUnitStrideOnTheHeadDim) {
+  manual_seed(6);
+  Inputs in = make_inputs(2, 2, 4, 4, 3, 1);
+  in.q = in.q.transpose(2, 3).contiguous().transpose(2, 3);  // same values, head-dim stride Tq
+  ASSERT_NE(in.q.stride(3), 1);
+  expect_fused_matches_float64_composition(in, 0.0, "strided q");
+}
+
+TEST(FusedAttention, ResultMergesHeadsWithoutACopy) {
+  manual_seed(7);
+  Inputs in = make_inputs(2, 3, 4, 4, 5, 0);
+  Tensor out = scaled_dot_product_attention(in.q, in.k, in.v);
+  EXPECT_EQ(out.sizes(), (Shape{2, 3, 4, 5}));
+  EXPECT_TRUE(out.transpose(1, 2).is_contiguous());  // (B, Tq, H, D): reshape to (B, Tq, H*D) is a view
+}
+
+TEST(FusedAttention, AutocastAndMasksThatRequireGradTakeTheComposition) {
+  manual_seed(8);
+  Inputs in = make_inputs(1, 2, 4, 4, 8, 2);
+  {
+    AutocastGuard guard(kBFloat16);
+    Tensor out = scaled_dot_product_attention(in.q, in.k, in.v, in.mask);
+    EXPECT_EQ(out.dtype(), kBFloat16);  // probs @ v ran as an autocast matmul
+  }
+  Tensor mask = in.mask.detach().requires_grad_();
+  Tensor q = in.q.detach().requires_grad_();
+  scaled_dot_product_attention(q, in.k, in.v, mask).sum().backward();
+  ASSERT_TRUE(mask.grad().defined());
+  EXPECT_GT(mask.grad().abs().max().item<double>(), 0.0);
+}
+
+TEST(FusedAttention, BadShapesAreClearErrors) {
+  Tensor q = randn({2, 3, 4, 5});
+  std::string error = error_of([&] { scaled_dot_product_attention(q, randn({2, 3, 4, 6}), randn({2, 3, 4, 6})); });
+  EXPECT_TRUE(contains(error, "expected q (B, heads, Tq, head_dim) and k, v (B, heads, Tk, head_dim)")) << error;
+  error = error_of([&] { scaled_dot_product_attention(q, q, q, Tensor(), 1.5, true); });
+  EXPECT_TRUE(contains(error, "dropout probability must be in [0, 1], got 1.5")) << error;
+}
+
+TEST(LinearGelu, FusedEpilogueMatchesLinearThenGelu) {
+  manual_seed(9);
+  Tensor x = randn({3, 7, 16}), w = randn({24, 16}), b = randn({24});
+  Tensor fused;
+  {
+    NoGradGuard no_grad;
+    fused = linear_gelu(x, w, b);
+  }
+  Tensor reference = gelu(linear(x.to(kFloat64), w.to(kFloat64), b.to(kFloat64)));
+  EXPECT_EQ(fused.sizes(), (Shape{3, 7, 24}));
+  EXPECT_TRUE(tensors_close(fused, reference, 1e-5, 1e-6));
+  // Recording: linear then gelu, with gradients.
+  Tensor wr = w.detach().requires_grad_();
+  linear_gelu(x, wr, b).sum().backward();
+  Tensor wd = w.to(kFloat64).detach().requires_grad_();
+  gelu(linear(x.to(kFloat64), wd, b.to(kFloat64))).sum().backward();
+  EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5));
+}
+
+}  // namespace
+}  // namespace accel
