@@ -96,8 +96,8 @@ def main():
             optimizer.zero_grad()
             step += 1
             if step % 10 == 0 or step == total:
-                print(f"epoch {epoch + 1} step {step}/{total} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.2g}",
-                      flush=True)
+                lr = scheduler.get_last_lr()[0]
+                print(f"epoch {epoch + 1} step {step}/{total} loss {loss.item():.4f} lr {lr:.2g}", flush=True)
         model.eval()
         predictions = []
         with torch.no_grad():
