@@ -90,7 +90,7 @@ Trained train(Accelerator& accelerator, Prepared& run, int64_t epochs) {
       Tensor loss =
           run.model->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels).loss;
       trained.losses.push_back(loss.item<float>());
-      accelerator.backward(loss);  // on a syncing batch, the gradients are averaged over the ranks
+      accelerator.backward(loss);  // averages over the ranks: DDP on syncing batches, ZeRO-3 on all
       if (accelerator.sync_gradients()) accelerator.clip_grad_norm_(run.model->parameters(), 1.0);
       run.optimizer->step();  // does nothing on the batches that only accumulate
       if (accelerator.zero() != nullptr && accelerator.sync_gradients()) {
