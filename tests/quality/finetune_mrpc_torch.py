@@ -6,7 +6,9 @@ recipe as scripts/finetune_mrpc.sh (AdamW lr 5e-5, weight decay 0.01 except bias
 LayerNorm weights, linear warm-up over 10% of the steps then linear decay, batch 32, max
 length 128 with longest_first truncation, 3 epochs, gradient clipping at 1.0, dropout as in
 the config), evaluates on dev after each epoch and prints one JSON line with the best
-epoch's accuracy and F1, as accel-finetune's metrics.json reports them.
+epoch's accuracy and F1, as accel-finetune's metrics.json reports them. On the way it prints
+accel-finetune's progress lines (`epoch E step S/N loss L lr LR`: that batch's loss, every
+10th step and the last), so that docs/diagrams/loss_curves.py can draw both runs' losses.
 
     python3 tests/quality/finetune_mrpc_torch.py --model DIR --seed 42 [--threads 2]
 """
@@ -80,7 +82,7 @@ def main():
     total = steps_per_epoch * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
 
-    best, history, start = None, [], time.time()
+    best, history, start, step = None, [], time.time(), 0
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         model.train()
@@ -92,6 +94,10 @@ def main():
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
+            step += 1
+            if step % 10 == 0 or step == total:
+                lr = scheduler.get_last_lr()[0]
+                print(f"epoch {epoch + 1} step {step}/{total} loss {loss.item():.4f} lr {lr:.2g}", flush=True)
         model.eval()
         predictions = []
         with torch.no_grad():
