@@ -2,10 +2,12 @@
 // its Tq x Tk score matrix is made by one GEMM, scaled, masked and softmaxed in place while it
 // is in cache, and multiplied by V straight into the strided output, so the scores never
 // travel through memory as separate scaled, masked and softmaxed tensors, and no head is
-// copied to a contiguous buffer. The small GEMMs are oneDNN's dnnl_sgemm, which runs on the
-// calling thread inside the parallel region; the parallelism is over the (batch, head) items.
+// copied to a contiguous buffer. Keys that the mask pads out in every row are skipped. The
+// small GEMMs are oneDNN's dnnl_sgemm, which runs on the calling thread inside the parallel
+// region; the parallelism is over the (batch, head) items.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <dnnl.h>
@@ -63,6 +65,38 @@ void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, 
   for (int64_t c = 0; c < n; ++c) row[c] *= inv;
 }
 
+// Keys past the last one some query may attend to: where every row of the item's mask holds
+// the float's lowest value (or -inf) from column `keys` on, those keys get probability exactly
+// 0 (exp underflows) and are left out of both GEMMs, which is how padded positions cost
+// nothing. A row that masks every key keeps them all, to give the composition's result.
+int64_t attended_keys(const Tensor& mask, int64_t b, int64_t h, int64_t Tq, int64_t Tk) {
+  if (!mask.defined()) return Tk;
+  const float lowest = std::numeric_limits<float>::lowest();
+  const int64_t rows = mask.stride(2) == 0 ? 1 : Tq;  // a key-padding mask repeats one row
+  const float* base = mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1);
+  int64_t keys = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = base + r * mask.stride(2);
+    int64_t last = Tk - 1;
+    while (last >= 0 && row[last * mask.stride(3)] <= lowest) --last;
+    if (last < 0) return Tk;
+    keys = std::max(keys, last + 1);
+  }
+  return keys;
+}
+
+// The same cut in backward, read from the saved probabilities: columns that are 0 in every
+// row have no gradient to give (their dS and Pd^T dO rows are 0).
+int64_t keys_with_probability(const float* P, int64_t Tq, int64_t Tk) {
+  int64_t keys = 0;
+  for (int64_t r = 0; r < Tq; ++r) {
+    int64_t last = Tk - 1;
+    while (last >= keys && P[r * Tk + last] == 0.0f) --last;
+    keys = std::max(keys, last + 1);
+  }
+  return keys;
+}
+
 void check_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
     ACCEL_CHECK(!t->defined() || t->dtype() == kFloat32, op, ": the CPU kernel is float32 only, got ",
@@ -88,13 +122,15 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
         for (int64_t r = 0; r < Tq; ++r) std::fill_n(O_bh + r * O.ld(), D, 0.0f);
         continue;
       }
-      sgemm('N', 'T', Tq, Tk, D, static_cast<float>(scale), Q.at<float>(b, h), Q.ld(), K.at<float>(b, h), K.ld(),
+      const int64_t keys = attended_keys(mask, b, h, Tq, Tk);
+      sgemm('N', 'T', Tq, keys, D, static_cast<float>(scale), Q.at<float>(b, h), Q.ld(), K.at<float>(b, h), K.ld(),
             0.0f, S, Tk);
       for (int64_t r = 0; r < Tq; ++r) {
         const float* mask_row =
             mask.defined() ? mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1) + r * mask.stride(2)
                            : nullptr;
-        masked_softmax_row(S + r * Tk, mask_row, mask.defined() ? mask.stride(3) : 0, Tk);
+        masked_softmax_row(S + r * Tk, mask_row, mask.defined() ? mask.stride(3) : 0, keys);
+        std::fill(S + r * Tk + keys, S + (r + 1) * Tk, 0.0f);  // the skipped keys' probability
       }
       const float* P = S;
       if (p > 0) {  // dropout(P), drawn element by element as dropout() would over (B, H, Tq, Tk)
@@ -104,7 +140,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
         }
         P = dropped.data();
       }
-      sgemm('N', 'N', Tq, D, Tk, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
+      sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
     }
   });
 }
@@ -143,21 +179,26 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
         for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? P[i] * keep_scale : 0.0f;
         Pd = dropped.data();
       }
+      const int64_t keys = keys_with_probability(P, Tq, Tk);
+      for (int64_t r = keys; r < Tk; ++r) {
+        std::fill_n(gk + r * GK.ld(), D, 0.0f);
+        std::fill_n(gv + r * GV.ld(), D, 0.0f);
+      }
       const float* dO = G.at<float>(b, h);
-      sgemm('T', 'N', Tk, D, Tq, 1.0f, Pd, Tk, dO, G.ld(), 0.0f, gv, GV.ld());
-      sgemm('N', 'T', Tq, Tk, D, 1.0f, dO, G.ld(), V.at<float>(b, h), V.ld(), 0.0f, dP.data(), Tk);
+      sgemm('T', 'N', keys, D, Tq, 1.0f, Pd, Tk, dO, G.ld(), 0.0f, gv, GV.ld());
+      sgemm('N', 'T', Tq, keys, D, 1.0f, dO, G.ld(), V.at<float>(b, h), V.ld(), 0.0f, dP.data(), Tk);
       for (int64_t r = 0; r < Tq; ++r) {
         float* dp = dP.data() + r * Tk;
         const float* pr = P + r * Tk;
         if (p > 0) {
-          for (int64_t c = 0; c < Tk; ++c) dp[c] = keep[r * Tk + c] ? dp[c] * keep_scale : 0.0f;
+          for (int64_t c = 0; c < keys; ++c) dp[c] = keep[r * Tk + c] ? dp[c] * keep_scale : 0.0f;
         }
         float dot = 0;
-        for (int64_t c = 0; c < Tk; ++c) dot += dp[c] * pr[c];
-        for (int64_t c = 0; c < Tk; ++c) dp[c] = pr[c] * (dp[c] - dot);
+        for (int64_t c = 0; c < keys; ++c) dot += dp[c] * pr[c];
+        for (int64_t c = 0; c < keys; ++c) dp[c] = pr[c] * (dp[c] - dot);
       }
-      sgemm('N', 'N', Tq, D, Tk, s, dP.data(), Tk, K.at<float>(b, h), K.ld(), 0.0f, gq, GQ.ld());
-      sgemm('T', 'N', Tk, D, Tq, s, dP.data(), Tk, Q.at<float>(b, h), Q.ld(), 0.0f, gk, GK.ld());
+      sgemm('N', 'N', Tq, D, keys, s, dP.data(), Tk, K.at<float>(b, h), K.ld(), 0.0f, gq, GQ.ld());
+      sgemm('T', 'N', keys, D, Tq, s, dP.data(), Tk, Q.at<float>(b, h), Q.ld(), 0.0f, gk, GK.ld());
     }
   });
 }

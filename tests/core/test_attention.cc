@@ -88,6 +88,14 @@ TEST(FusedAttention, MatchesTheFloat64CompositionWithFullMaskAndMoreKeysThanQuer
   expect_fused_matches_float64_composition(make_inputs(2, 2, 3, 7, 5, 2), 0.0, "full mask, Tq 3, Tk 7");
 }
 
+TEST(FusedAttention, SkipsPaddedKeysButNotAFullyPaddedSequence) {
+  manual_seed(10);
+  Inputs in = make_inputs(3, 2, 6, 6, 4, 1);  // sequences with 0, 1 and 2 padded keys: those are skipped
+  in.mask.select(0, 0).fill_(std::numeric_limits<float>::lowest());  // sequence 0 all padding: uniform, as torch
+  expect_fused_matches_float64_composition(in, 0.0, "padded keys, one sequence all padding");
+  expect_fused_matches_float64_composition(in, 0.25, "the same with dropout");
+}
+
 TEST(FusedAttention, DropoutDrawsTheCompositionsMask) {
   manual_seed(4);
   Inputs in = make_inputs(2, 3, 9, 9, 4, 1);  // 2*3*9*9 = 486 draws: not a multiple of 4 per row
