@@ -18,12 +18,13 @@
 // real name; load_state verifies every checksum before touching any state.
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <regex>
 
 #include "accelerate/accelerator.h"
@@ -76,18 +77,24 @@ nlohmann::json read_json(const fs::path& path) {
 std::string sha256_of(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   ACCEL_CHECK(in.good(), path.string(), ": cannot open to checksum");
-  SHA256_CTX ctx;
-  SHA256_Init(&ctx);
+  // OpenSSL's EVP interface (the SHA256_* calls are deprecated since OpenSSL 3.0).
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  ACCEL_CHECK(ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1, path.string(),
+              ": OpenSSL could not start a SHA-256 digest");
   std::vector<char> buffer(1 << 20);
   while (in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    SHA256_Update(&ctx, buffer.data(), static_cast<size_t>(in.gcount()));
+    ACCEL_CHECK(EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<size_t>(in.gcount())) == 1, path.string(),
+                ": SHA-256 digest update failed");
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256_Final(digest, &ctx);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_length = 0;
+  ACCEL_CHECK(EVP_DigestFinal_ex(ctx.get(), digest, &digest_length) == 1 && digest_length == 32, path.string(),
+              ": SHA-256 digest failed");
   static const char* hex = "0123456789abcdef";
   std::string out;
-  for (unsigned char byte : digest) {
+  for (unsigned int i = 0; i < digest_length; ++i) {
+    const unsigned char byte = digest[i];
     out += hex[byte >> 4];
     out += hex[byte & 15];
   }

@@ -121,7 +121,7 @@ TEST(Trace, OpsAndBackwardNodesAreSpansOnTheComputeTrack) {
   EXPECT_EQ(trace.named("MulBackward").front().category, "autograd");
   // Backward nodes run inside the backward span, and the matmul kernels of backward inside it too.
   const Span backward = trace.named("backward").at(0);
-  for (const std::string& node : {"ReluBackward", "MulBackward", "SumBackward"}) {
+  for (const std::string node : {"ReluBackward", "MulBackward", "SumBackward"}) {
     const Span span = trace.named(node).at(0);
     EXPECT_GE(span.start, backward.start) << node;
     EXPECT_LE(span.end, backward.end + 1e-3) << node;

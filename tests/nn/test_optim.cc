@@ -93,7 +93,7 @@ TEST(Optim, StateDictRoundTripContinuesTheTrajectory) {
 }
 
 TEST(Optim, SchedulesMatchTransformers) {
-  for (const std::string& name : {"linear", "cosine", "constant"}) {
+  for (const std::string name : {"linear", "cosine", "constant"}) {
     Tensor p = zeros({1}).requires_grad_();
     nn::SGD sgd(std::vector<Tensor>{p}, nn::SGDOptions{.lr = 1.0});
     nn::LRScheduler scheduler = name == "linear"   ? nn::linear_schedule_with_warmup(sgd, 5, 25)
@@ -108,7 +108,7 @@ TEST(Optim, SchedulesMatchTransformers) {
 }
 
 TEST(Optim, ClipGradNormMatchesTorch) {
-  for (const std::string& key : {"clip.l2", "clip.inf"}) {
+  for (const std::string key : {"clip.l2", "clip.inf"}) {
     Tensor w = zeros({3, 4}, kFloat64).requires_grad_(), b = zeros({4}, kFloat64).requires_grad_();
     w.set_grad(g("grad_w.0") * 3.0);
     b.set_grad(g("grad_b.0") * 3.0);
