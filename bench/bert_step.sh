@@ -11,8 +11,10 @@
 # reaches on the step's GEMM shapes in bench_gemm). PyTorch runs at its best: its build configuration is
 # printed, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are unset for its command alone.
 #
-# Usage: bench/bert_step.sh [--quick] [--threads N] [--rounds R]
+# Usage: bench/bert_step.sh [--quick] [--threads N] [--rounds R] [--model M] [--dtype D]
 #   --quick: MiniLM fp32 train and infer only, 2 timed steps, 1 round
+#   --model bert-base|minilm, --dtype f32|bf16: only those configurations (PyTorch's bf16
+#   GEMMs on a CPU without bf16 units are a slow fallback, so its bf16 runs take long)
 # Environment: BUILD_DIR (default build-bench). Raw output is kept in $BUILD_DIR/bench_bert_step_logs.
 set -euo pipefail
 
@@ -21,12 +23,16 @@ build=${BUILD_DIR:-$root/build-bench}
 threads=$(nproc)
 quick=""
 rounds=""
+only_model=""
+only_dtype=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
     --threads) threads=$2; shift ;;
     --rounds) rounds=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--threads N] [--rounds R]" >&2; exit 2 ;;
+    --model) only_model=$2; shift ;;
+    --dtype) only_dtype=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--threads N] [--rounds R] [--model bert-base|minilm] [--dtype f32|bf16]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -51,10 +57,16 @@ if [[ -n $quick ]]; then
 else
   configs=()
   for model in bert-base minilm; do
+    [[ -n $only_model && $model != "$only_model" ]] && continue
     for dtype in f32 bf16; do
+      [[ -n $only_dtype && $dtype != "$only_dtype" ]] && continue
       for mode in train infer; do configs+=("$model $dtype $mode"); done
     done
   done
+  if [[ ${#configs[@]} -eq 0 ]]; then
+    echo "$0: no configuration matches --model '$only_model' --dtype '$only_dtype' (expected bert-base|minilm, f32|bf16)" >&2
+    exit 2
+  fi
 fi
 
 for config in "${configs[@]}"; do
