@@ -39,19 +39,6 @@ done
 rounds=${rounds:-$([[ -n $quick ]] && echo 1 || echo 2)}
 steps=$([[ -n $quick ]] && echo 2 || echo 5)
 
-if [[ ! -f $build/build.ninja ]]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCEL_CUDA=OFF -DACCEL_BUILD_TESTS=OFF
-fi
-cmake --build "$build" -j"$(nproc)" --target bench_bert_step bench_gemm
-
-logs=$build/bench_bert_step_logs
-rm -rf "$logs"
-mkdir -p "$logs"
-torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $threads threads"
-"${torch_env[@]}" python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', \
-transformers.__version__); print(torch.__config__.show())" | tee "$logs/torch_config.txt"
-
 if [[ -n $quick ]]; then
   configs=("minilm f32 train" "minilm f32 infer")
 else
@@ -68,6 +55,19 @@ else
     exit 2
   fi
 fi
+
+if [[ ! -f $build/build.ninja ]]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCEL_CUDA=OFF -DACCEL_BUILD_TESTS=OFF
+fi
+cmake --build "$build" -j"$(nproc)" --target bench_bert_step bench_gemm
+
+logs=$build/bench_bert_step_logs
+rm -rf "$logs"
+mkdir -p "$logs"
+torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $threads threads"
+"${torch_env[@]}" python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', \
+transformers.__version__); print(torch.__config__.show())" | tee "$logs/torch_config.txt"
 
 for config in "${configs[@]}"; do
   read -r model dtype mode <<<"$config"
