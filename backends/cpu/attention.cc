@@ -12,6 +12,7 @@
 
 #include <dnnl.h>
 
+#include "backends/cpu/philox.h"
 #include "backends/cpu/vec_math.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
@@ -39,14 +40,15 @@ struct HeadView {
   int64_t ld() const { return std::max<int64_t>(t.stride(2), 1); }
 };
 
-// The dropout draw over (B, H, Tq, Tk): keep[c] for the Tk elements starting at `first`.
-void dropout_keep_row(uint64_t seed, uint64_t offset, int64_t first, int64_t Tk, float p, char* keep) {
-  PhiloxBlock w{};
-  for (int64_t c = 0; c < Tk; ++c) {
-    const int64_t i = first + c;
-    if (c == 0 || (i & 3) == 0) w = philox_block(seed, offset + static_cast<uint64_t>(i >> 2));
-    keep[c] = philox_uniform(w[i & 3]) >= p;
-  }
+// The dropout draw over (B, H, Tq, Tk): keep[i] for the n elements starting at `first` (one
+// item's Tq x Tk probabilities are one contiguous range of that draw).
+void dropout_keep(uint64_t seed, uint64_t offset, int64_t first, int64_t n, float p, std::vector<uint32_t>& words,
+                  char* keep) {
+  const int64_t first_block = first >> 2, blocks = ((first + n + 3) >> 2) - first_block;
+  words.resize(static_cast<size_t>(4 * blocks));
+  philox_words(seed, offset + static_cast<uint64_t>(first_block), blocks, words.data());
+  const uint32_t* w = words.data() + (first - 4 * first_block);
+  for (int64_t i = 0; i < n; ++i) keep[i] = philox_uniform(w[i]) >= p;
 }
 
 // In place: row = softmax(row + mask_row) over n entries; mask_row may be null.
@@ -113,7 +115,8 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(probs.defined() ? 0 : Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
-    std::vector<char> keep(p > 0 ? Tk : 0);  // one row of the dropout draw
+    std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
+    std::vector<uint32_t> words;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
       float* S = probs.defined() ? probs.data_ptr<float>() + item * Tq * Tk : scratch.data();  // (Tq, Tk)
@@ -134,10 +137,8 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
       }
       const float* P = S;
       if (p > 0) {  // dropout(P), drawn element by element as dropout() would over (B, H, Tq, Tk)
-        for (int64_t r = 0; r < Tq; ++r) {
-          dropout_keep_row(seed, offset, (item * Tq + r) * Tk, Tk, p, keep.data());
-          for (int64_t c = 0; c < Tk; ++c) dropped[r * Tk + c] = keep[c] ? S[r * Tk + c] * keep_scale : 0.0f;
-        }
+        dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
+        for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? S[i] * keep_scale : 0.0f;
         P = dropped.data();
       }
       sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
@@ -159,6 +160,7 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> dP(Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
     std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
+    std::vector<uint32_t> words;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
       float* gq = GQ.at<float>(b, h);
@@ -175,7 +177,7 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
       const float* P = probs.data_ptr<float>() + item * Tq * Tk;
       const float* Pd = P;
       if (p > 0) {
-        for (int64_t r = 0; r < Tq; ++r) dropout_keep_row(seed, offset, (item * Tq + r) * Tk, Tk, p, &keep[r * Tk]);
+        dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
         for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? P[i] * keep_scale : 0.0f;
         Pd = dropped.data();
       }

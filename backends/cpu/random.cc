@@ -1,6 +1,9 @@
-// CPU random fills from the Philox stream documented in core/random.h.
+// CPU random fills and dropout from the Philox stream documented in core/random.h, drawn
+// eight blocks at a time (backends/cpu/philox.h).
+#include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/philox.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -9,26 +12,37 @@ namespace accel::cpu {
 
 namespace {
 
+constexpr int64_t kBlocksPerBatch = 512;  // Philox blocks drawn at a time, vectorized
+
+// Calls fn(j, w) for every block j in [block_begin, block_end) with its four words w.
+template <typename F>
+void for_each_block(uint64_t seed, uint64_t offset, int64_t block_begin, int64_t block_end, const F& fn) {
+  uint32_t words[4 * kBlocksPerBatch];
+  for (int64_t j0 = block_begin; j0 < block_end; j0 += kBlocksPerBatch) {
+    const int64_t blocks = std::min(kBlocksPerBatch, block_end - j0);
+    philox_words(seed, offset + static_cast<uint64_t>(j0), blocks, words);
+    for (int64_t j = 0; j < blocks; ++j) fn(j0 + j, words + 4 * j);
+  }
+}
+
 void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) {
   visit_floating(dst.dtype(), "random", "cpu", [&]<typename T>() {
     T* out = dst.data_ptr<T>();
     const int64_t n = dst.numel();
     if (kind == RandomKind::Uniform) {
       parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
-        for (int64_t j = block_begin; j < block_end; ++j) {
-          PhiloxBlock w = philox_block(seed, offset + j);
+        for_each_block(seed, offset, block_begin, block_end, [&](int64_t j, const uint32_t* w) {
           for (int lane = 0; lane < 4 && 4 * j + lane < n; ++lane) {
             out[4 * j + lane] = T(static_cast<opmath_t<T>>(a + (b - a) * philox_uniform(w[lane])));
           }
-        }
+        });
       });
       return;
     }
     // Normal: pairs (2m, 2m+1) share one Box-Muller transform; a block holds two pairs.
     constexpr double kTwoPi = 6.283185307179586476925;
     parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
-      for (int64_t j = block_begin; j < block_end; ++j) {
-        PhiloxBlock w = philox_block(seed, offset + j);
+      for_each_block(seed, offset, block_begin, block_end, [&](int64_t j, const uint32_t* w) {
         for (int pair = 0; pair < 2; ++pair) {
           double u1 = 1.0 - philox_uniform(w[2 * pair]);
           double u2 = philox_uniform(w[2 * pair + 1]);
@@ -39,7 +53,7 @@ void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t o
             if (i < n) out[i] = T(static_cast<opmath_t<T>>(a + b * z[k]));
           }
         }
-      }
+      });
     });
   });
 }
@@ -54,15 +68,14 @@ void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, c
     const M scale = static_cast<M>(1.0 / (1.0 - p));
     const int64_t n = x.numel();
     parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
-      for (int64_t j = block_begin; j < block_end; ++j) {
-        PhiloxBlock w = philox_block(seed, offset + j);
+      for_each_block(seed, offset, block_begin, block_end, [&](int64_t j, const uint32_t* w) {
         for (int lane = 0; lane < 4 && 4 * j + lane < n; ++lane) {
-          int64_t i = 4 * j + lane;
-          bool k = philox_uniform(w[lane]) >= threshold;
+          const int64_t i = 4 * j + lane;
+          const bool k = philox_uniform(w[lane]) >= threshold;
           keep[i] = k;
           o[i] = k ? T(M(in[i]) * scale) : T(M(0));
         }
-      }
+      });
     });
   });
 }

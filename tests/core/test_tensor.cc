@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backends/cpu/philox.h"
 #include "core/ops.h"
 #include "core/random.h"
 
@@ -141,6 +142,20 @@ TEST(Random, PhiloxKnownAnswers) {
             (PhiloxBlock{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
   EXPECT_EQ(philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
             (PhiloxBlock{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+TEST(Random, VectorizedPhiloxIsTheScalarStream) {
+  // Eight blocks at a time plus a scalar tail; counters crossing 2^32 carry into the high word.
+  for (uint64_t seed : {uint64_t{0}, uint64_t{1234}, uint64_t{0xfedcba9876543210}}) {
+    for (uint64_t first : {uint64_t{0}, uint64_t{5}, uint64_t{0xfffffffbu}}) {
+      std::vector<uint32_t> words(4 * 21);
+      cpu::philox_words(seed, first, 21, words.data());
+      for (int64_t i = 0; i < 21; ++i) {
+        const PhiloxBlock w = philox_block(seed, first + static_cast<uint64_t>(i));
+        for (int k = 0; k < 4; ++k) ASSERT_EQ(words[4 * i + k], w[k]) << "seed " << seed << " block " << first + i;
+      }
+    }
+  }
 }
 
 TEST(Random, StreamIsDocumentedAndReproducible) {
