@@ -75,6 +75,10 @@ using SoftmaxBackwardFn = void(const Tensor& grad, const Tensor& out, int64_t di
 /// x (rows, cols) contiguous; weight/bias (cols) optional; mean/rstd (rows) float32 or float64.
 using LayerNormFn = void(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
+/// layer_norm(x + residual): x, residual (rows, cols) contiguous, one dtype; sum (rows, cols)
+/// receives x + residual (rounded to the dtype, as add would) when defined, for backward.
+using AddLayerNormFn = void(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                            double eps, const Tensor& out, const Tensor& sum, const Tensor& mean, const Tensor& rstd);
 using LayerNormBackwardFn = void(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
                                  const Tensor& grad_weight, const Tensor& grad_bias);
@@ -125,6 +129,7 @@ inline constinit KernelSlot<SoftmaxFn> softmax{"softmax", "K softmax"};
 inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward", "K softmax_backward"};
 inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm", "K layer_norm"};
 inline constinit KernelSlot<LayerNormBackwardFn> layer_norm_backward{"layer_norm_backward", "K layer_norm_backward"};
+inline constinit KernelSlot<AddLayerNormFn> add_layer_norm{"add_layer_norm", "K add_layer_norm"};
 inline constinit KernelSlot<IndexSelectFn> index_select{"index_select", "K index_select"};
 inline constinit KernelSlot<IndexAddFn> index_add{"index_add", "K index_add"};
 inline constinit KernelSlot<GatherFn> gather{"gather", "K gather"};

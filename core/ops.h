@@ -139,6 +139,11 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 /// Normalizes over the trailing normalized_shape dims; weight and bias are optional.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
+/// layer_norm(x + residual, ...), the residual connection of a transformer block, in one pass
+/// over the rows where the backend has the kernel (the sum is written only when backward
+/// needs it); otherwise, or when x and residual differ in shape, add then layer_norm.
+Tensor add_layer_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
+                      const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), double eps = 1e-5);
 /// weight (num_embeddings, dim); indices int64/int32 of any shape -> (*indices.shape, dim).
 /// Rows at padding_idx receive no gradient.
 Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);

@@ -46,7 +46,7 @@ BertResidualOutput::BertResidualOutput(int64_t in_features, const BertConfig& c)
 }
 
 Tensor BertResidualOutput::forward(const Tensor& hidden, const Tensor& residual) const {
-  return LayerNorm->forward(dropout->forward(dense->forward(hidden)) + residual);
+  return LayerNorm->forward_add(dropout->forward(dense->forward(hidden)), residual);
 }
 
 BertAttention::BertAttention(const BertConfig& c) : Module("BertAttention") {

@@ -45,6 +45,10 @@ class LayerNorm : public Module {
   Tensor forward(const Tensor& x) const {
     return run_forward([&] { return layer_norm(x, normalized_shape, weight, bias, eps); });
   }
+  /// forward(x + residual) in one pass (add_layer_norm).
+  Tensor forward_add(const Tensor& x, const Tensor& residual) const {
+    return run_forward([&] { return add_layer_norm(x, residual, normalized_shape, weight, bias, eps); });
+  }
   bool runs_forward_hooks() const override { return true; }
   Shape normalized_shape;
   double eps;

@@ -1,8 +1,10 @@
-// CPU layer norm over the last `cols` elements of each row, forward and backward.
+// CPU layer norm over the last `cols` elements of each row, forward (also of x + residual,
+// the fused residual connection) and backward.
 // Statistics in float (double for float64); mean and rstd are saved for backward.
 //   y = (x - mean) * rstd * w + b,        rstd = 1 / sqrt(var + eps)   (biased var)
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * w
 #include <cmath>
+#include <vector>
 
 #include "core/kernels.h"
 #include "core/parallel.h"
@@ -11,24 +13,35 @@ namespace accel::cpu {
 
 namespace {
 
-void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
-                       const Tensor& out, const Tensor& mean, const Tensor& rstd) {
+// Normalizes each row of x, or of x + residual when residual is defined (the sum rounded to
+// the dtype first, as add would, and written to `sum` when that is defined).
+void normalize_rows(const char* op, const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                    double eps, const Tensor& out, const Tensor& sum, const Tensor& mean, const Tensor& rstd) {
   const int64_t cols = x.size(1), rows = x.size(0);
-  visit_floating(x.dtype(), "layer_norm", "cpu", [&]<typename T>() {
+  visit_floating(x.dtype(), op, "cpu", [&]<typename T>() {
     using M = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const T* px = x.data_ptr<T>();
+    const T* pres = residual.defined() ? residual.data_ptr<T>() : nullptr;
+    T* psum = sum.defined() ? sum.data_ptr<T>() : nullptr;
     const T* pw = weight.defined() ? weight.data_ptr<T>() : nullptr;
     const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
     T* py = out.data_ptr<T>();
     M* pmean = mean.data_ptr<M>();
     M* prstd = rstd.data_ptr<M>();
     parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+      std::vector<T> row_sum(pres != nullptr && psum == nullptr ? cols : 0);
       for (int64_t r = begin; r < end; ++r) {
         const T* xr = px + r * cols;
+        if (pres != nullptr) {
+          T* s = psum != nullptr ? psum + r * cols : row_sum.data();
+          const T* rr = pres + r * cols;
+          for (int64_t c = 0; c < cols; ++c) s[c] = T(M(xr[c]) + M(rr[c]));
+          xr = s;
+        }
         T* yr = py + r * cols;
-        M sum = 0;
-        for (int64_t c = 0; c < cols; ++c) sum += M(xr[c]);
-        M mu = sum / M(cols);
+        M total = 0;
+        for (int64_t c = 0; c < cols; ++c) total += M(xr[c]);
+        M mu = total / M(cols);
         M squares = 0;
         for (int64_t c = 0; c < cols; ++c) {
           M d = M(xr[c]) - mu;
@@ -46,6 +59,16 @@ void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias
       }
     });
   });
+}
+
+void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                       const Tensor& out, const Tensor& mean, const Tensor& rstd) {
+  normalize_rows("layer_norm", x, Tensor(), weight, bias, eps, out, Tensor(), mean, rstd);
+}
+
+void add_layer_norm_kernel(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                           double eps, const Tensor& out, const Tensor& sum, const Tensor& mean, const Tensor& rstd) {
+  normalize_rows("add_layer_norm", x, residual, weight, bias, eps, out, sum, mean, rstd);
 }
 
 void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tensor& weight,
@@ -109,5 +132,6 @@ void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tenso
 
 ACCEL_REGISTER_KERNEL(layer_norm, DeviceType::CPU, layer_norm_kernel);
 ACCEL_REGISTER_KERNEL(layer_norm_backward, DeviceType::CPU, layer_norm_backward_kernel);
+ACCEL_REGISTER_KERNEL(add_layer_norm, DeviceType::CPU, add_layer_norm_kernel);
 
 }  // namespace accel::cpu

@@ -60,6 +60,9 @@ void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bi
 void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log);
 void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias,
                 const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);
+/// The fused add + layer_norm; sum is x + residual as (rows, cols), the normalized input.
+void add_layer_norm(Tensor& out, const Tensor& x, const Tensor& residual, const Tensor& sum, const Tensor& weight,
+                    const Tensor& bias, const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);
 void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx);
 void dropout(Tensor& out, const Tensor& x, const Tensor& mask, double scale);
 /// The fused attention kernel's node; probs is P before dropout (B, H, Tq, Tk).

@@ -134,6 +134,28 @@ void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor
   });
 }
 
+void add_layer_norm(Tensor& out, const Tensor& x, const Tensor& residual, const Tensor& sum, const Tensor& weight,
+                    const Tensor& bias, const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols) {
+  if (!any_requires_grad({&x, &residual, &weight, &bias})) return;
+  SavedTensor ssum(sum, "AddLayerNormBackward");
+  SavedTensor sw(weight.defined() ? weight.detach().contiguous() : Tensor(), "AddLayerNormBackward");
+  SavedTensor smean(mean, "AddLayerNormBackward"), srstd(rstd, "AddLayerNormBackward");
+  const bool need_x = x.requires_grad(), need_residual = residual.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+  set_history(out, "AddLayerNormBackward", {&x, &residual, &weight, &bias},
+              [=, x_shape = x.sizes(), w_shape = weight.defined() ? weight.sizes() : Shape{}](const Tensor& grad) {
+    Tensor s = ssum.get();
+    Tensor g = grad.to(s.dtype()).contiguous().view({rows, cols});
+    Tensor gs = need_x || need_residual ? Tensor::empty({rows, cols}, s.dtype(), s.device()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty({cols}, s.dtype(), s.device()) : Tensor();
+    Tensor gb = need_b ? Tensor::empty({cols}, s.dtype(), s.device()) : Tensor();
+    kernels::layer_norm_backward(s.device(), g, s, sw.get(), smean.get(), srstd.get(), gs, gw, gb);
+    Tensor g_in = gs.defined() ? gs.view(x_shape) : Tensor();  // d(x + residual)/dx = d/dresidual = 1
+    return std::vector<Tensor>{need_x ? g_in : Tensor(), need_residual ? g_in : Tensor(),
+                               need_w ? gw.view(w_shape) : Tensor(), need_b ? gb.view(w_shape) : Tensor()};
+  });
+}
+
 void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs, double scale,
                double dropout_p, uint64_t seed, uint64_t offset) {
   if (!any_requires_grad({&q, &k, &v})) return;

@@ -1,7 +1,9 @@
-// Neural-network functions: softmax/log_softmax, layer_norm, embedding, dropout, and the
+// Neural-network functions: softmax/log_softmax, layer_norm (and add_layer_norm, the fused
+// residual connection), embedding, dropout, and the
 // losses (cross_entropy = log_softmax + nll_loss, with label smoothing; mse_loss).
 #include "core/autocast.h"
 #include "core/autograd/derivatives.h"
+#include "core/autograd/node.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
 #include "core/random.h"
@@ -30,26 +32,34 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_full_precision(x), dim, false); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_full_precision(x), dim, true); }
 
+namespace {
+// Checks layer_norm's arguments (x already in its compute dtype); returns (rows, cols).
+std::pair<int64_t, int64_t> layer_norm_geometry(const char* op, const Tensor& x, const Shape& normalized_shape,
+                                                const Tensor& weight, const Tensor& bias) {
+  detail::check_floating(x, op);
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  ACCEL_CHECK(nd >= 1 && nd <= x.dim(), op, ": normalized_shape ", shape_str(normalized_shape),
+              " must have between 1 and ", x.dim(), " dims for an input of shape ", x.shape_string());
+  ACCEL_CHECK(Shape(x.sizes().end() - nd, x.sizes().end()) == normalized_shape, op, ": input of shape ",
+              x.shape_string(), " does not end with normalized_shape ", shape_str(normalized_shape));
+  for (const Tensor* p : {&weight, &bias}) {
+    if (!p->defined()) continue;
+    ACCEL_CHECK(p->sizes() == normalized_shape, op, ": expected ", p == &weight ? "weight" : "bias",
+                " of shape ", shape_str(normalized_shape), " but got ", p->shape_string());
+    ACCEL_CHECK(p->dtype() == x.dtype(), op, ": ", p == &weight ? "weight" : "bias", " dtype ",
+                dtype_name(p->dtype()), " differs from input dtype ", dtype_name(x.dtype()));
+  }
+  detail::common_device(op, {&x, &weight, &bias});
+  const int64_t cols = shape_numel(normalized_shape);
+  return {cols == 0 ? 0 : x.numel() / cols, cols};
+}
+}  // namespace
+
 Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tensor& weight_in, const Tensor& bias_in,
                   double eps) {
   const Tensor x = autocast::to_full_precision(x_in), weight = autocast::to_full_precision(weight_in);
   const Tensor bias = autocast::to_full_precision(bias_in);
-  detail::check_floating(x, "layer_norm");
-  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
-  ACCEL_CHECK(nd >= 1 && nd <= x.dim(), "layer_norm: normalized_shape ", shape_str(normalized_shape),
-              " must have between 1 and ", x.dim(), " dims for an input of shape ", x.shape_string());
-  ACCEL_CHECK(Shape(x.sizes().end() - nd, x.sizes().end()) == normalized_shape, "layer_norm: input of shape ",
-              x.shape_string(), " does not end with normalized_shape ", shape_str(normalized_shape));
-  for (const Tensor* p : {&weight, &bias}) {
-    if (!p->defined()) continue;
-    ACCEL_CHECK(p->sizes() == normalized_shape, "layer_norm: expected ", p == &weight ? "weight" : "bias",
-                " of shape ", shape_str(normalized_shape), " but got ", p->shape_string());
-    ACCEL_CHECK(p->dtype() == x.dtype(), "layer_norm: ", p == &weight ? "weight" : "bias", " dtype ",
-                dtype_name(p->dtype()), " differs from input dtype ", dtype_name(x.dtype()));
-  }
-  detail::common_device("layer_norm", {&x, &weight, &bias});
-  const int64_t cols = shape_numel(normalized_shape);
-  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  const auto [rows, cols] = layer_norm_geometry("layer_norm", x, normalized_shape, weight, bias);
   Tensor x2, w, b;
   {
     NoGradGuard no_grad;
@@ -63,6 +73,36 @@ Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tenso
   Tensor rstd = Tensor::empty({rows}, stat_dtype, x.device());
   kernels::layer_norm(x.device(), x2, w, b, eps, out.view({rows, cols}), mean, rstd);
   autograd::record::layer_norm(out, x, weight, bias, mean, rstd, rows, cols);
+  return out;
+}
+
+Tensor add_layer_norm(const Tensor& x_in, const Tensor& residual_in, const Shape& normalized_shape,
+                      const Tensor& weight_in, const Tensor& bias_in, double eps) {
+  detail::check_defined(x_in, "add_layer_norm", "x");
+  detail::check_defined(residual_in, "add_layer_norm", "residual");
+  const Tensor x = autocast::to_full_precision(x_in), residual = autocast::to_full_precision(residual_in);
+  if (x.sizes() != residual.sizes() || x.dtype() != residual.dtype() || x.device() != residual.device() ||
+      !kernels::add_layer_norm.has(x.device().type)) {
+    return layer_norm(x_in + residual_in, normalized_shape, weight_in, bias_in, eps);  // broadcasting, promotion
+  }
+  const Tensor weight = autocast::to_full_precision(weight_in), bias = autocast::to_full_precision(bias_in);
+  const auto [rows, cols] = layer_norm_geometry("add_layer_norm", x, normalized_shape, weight, bias);
+  Tensor x2, r2, w, b;
+  {
+    NoGradGuard no_grad;
+    x2 = x.contiguous().view({rows, cols});
+    r2 = residual.contiguous().view({rows, cols});
+    w = weight.defined() ? weight.contiguous() : Tensor();
+    b = bias.defined() ? bias.contiguous() : Tensor();
+  }
+  DType stat_dtype = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, stat_dtype, x.device());
+  Tensor rstd = Tensor::empty({rows}, stat_dtype, x.device());
+  const bool record = autograd::any_requires_grad({&x, &residual, &weight, &bias});
+  Tensor sum = record ? Tensor::empty({rows, cols}, x.dtype(), x.device()) : Tensor();
+  kernels::add_layer_norm(x.device(), x2, r2, w, b, eps, out.view({rows, cols}), sum, mean, rstd);
+  autograd::record::add_layer_norm(out, x, residual, sum, weight, bias, mean, rstd, rows, cols);
   return out;
 }
 

@@ -10,7 +10,6 @@
 #include <limits>
 
 #include "core/autocast.h"
-#include "core/autograd/grad_mode.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "tests/core/tensor_compare.h"
@@ -156,25 +155,6 @@ TEST(FusedAttention, BadShapesAreClearErrors) {
   EXPECT_TRUE(contains(error, "expected q (B, heads, Tq, head_dim) and k, v (B, heads, Tk, head_dim)")) << error;
   error = error_of([&] { scaled_dot_product_attention(q, q, q, Tensor(), 1.5, true); });
   EXPECT_TRUE(contains(error, "dropout probability must be in [0, 1], got 1.5")) << error;
-}
-
-TEST(LinearGelu, FusedEpilogueMatchesLinearThenGelu) {
-  manual_seed(9);
-  Tensor x = randn({3, 7, 16}), w = randn({24, 16}), b = randn({24});
-  Tensor fused;
-  {
-    NoGradGuard no_grad;
-    fused = linear_gelu(x, w, b);
-  }
-  Tensor reference = gelu(linear(x.to(kFloat64), w.to(kFloat64), b.to(kFloat64)));
-  EXPECT_EQ(fused.sizes(), (Shape{3, 7, 24}));
-  EXPECT_TRUE(tensors_close(fused, reference, 1e-5, 1e-6));
-  // Recording: linear then gelu, with gradients.
-  Tensor wr = w.detach().requires_grad_();
-  linear_gelu(x, wr, b).sum().backward();
-  Tensor wd = w.to(kFloat64).detach().requires_grad_();
-  gelu(linear(x.to(kFloat64), wd, b.to(kFloat64))).sum().backward();
-  EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5));
 }
 
 }  // namespace

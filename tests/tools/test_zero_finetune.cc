@@ -71,7 +71,9 @@ TEST_F(ZeroFinetuneTest, MergedShardsEqualTheBestModelAndLoadInOneProcess) {
   quiet.verbose = false;
   auto model = models::bert_classifier_from_pretrained(merged.string(), quiet);
   for (auto& [name, tensor] : model->state_dict()) {
-    if (merged_weights.count(name)) EXPECT_TRUE(equal(tensor, merged_weights.at(name))) << name;
+    if (merged_weights.count(name)) {
+      EXPECT_TRUE(equal(tensor, merged_weights.at(name))) << name;
+    }
   }
 }
 

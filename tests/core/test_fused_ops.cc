@@ -1,0 +1,70 @@
+// tests/core/test_fused_ops.cc: the fused ops besides attention against their compositions in
+// float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, linear then gelu
+// otherwise) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
+// gradients of x, residual, weight and bias; the composition for broadcasting; fp32 under
+// autocast).
+#include <gtest/gtest.h>
+
+#include "core/autocast.h"
+#include "core/autograd/grad_mode.h"
+#include "core/ops.h"
+#include "tests/core/tensor_compare.h"
+
+namespace accel {
+namespace {
+
+TEST(LinearGelu, FusedEpilogueMatchesLinearThenGelu) {
+  manual_seed(9);
+  Tensor x = randn({3, 7, 16}), w = randn({24, 16}), b = randn({24});
+  Tensor fused;
+  {
+    NoGradGuard no_grad;
+    fused = linear_gelu(x, w, b);
+  }
+  Tensor reference = gelu(linear(x.to(kFloat64), w.to(kFloat64), b.to(kFloat64)));
+  EXPECT_EQ(fused.sizes(), (Shape{3, 7, 24}));
+  EXPECT_TRUE(tensors_close(fused, reference, 1e-5, 1e-6));
+  // Recording: linear then gelu, with gradients.
+  Tensor wr = w.detach().requires_grad_();
+  linear_gelu(x, wr, b).sum().backward();
+  Tensor wd = w.to(kFloat64).detach().requires_grad_();
+  gelu(linear(x.to(kFloat64), wd, b.to(kFloat64))).sum().backward();
+  EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5));
+}
+
+TEST(AddLayerNorm, MatchesAddThenLayerNormInFloat64) {
+  manual_seed(11);
+  Tensor x = randn({2, 5, 12}), residual = randn({2, 5, 12}), w = randn({12}), b = randn({12});
+  auto leaves = [](DType dtype, std::initializer_list<Tensor> ts) {
+    std::vector<Tensor> out;
+    for (const Tensor& t : ts) out.push_back(t.to(dtype).detach().requires_grad_());
+    return out;
+  };
+  std::vector<Tensor> f = leaves(kFloat32, {x, residual, w, b}), d = leaves(kFloat64, {x, residual, w, b});
+  Tensor fused = add_layer_norm(f[0], f[1], {12}, f[2], f[3], 1e-12);
+  Tensor reference = layer_norm(d[0] + d[1], {12}, d[2], d[3], 1e-12);
+  EXPECT_TRUE(tensors_close(fused, reference, 1e-5, 1e-5));
+  Tensor weight = randn({2, 5, 12});
+  (fused * weight).sum().backward();
+  (reference * weight.to(kFloat64)).sum().backward();
+  const char* names[] = {"x", "residual", "weight", "bias"};
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(tensors_close(f[i].grad(), d[i].grad(), 1e-4, 1e-5)) << names[i];
+  {
+    NoGradGuard no_grad;  // inference: no sum kept, same numbers
+    EXPECT_TRUE(tensors_close(add_layer_norm(x, residual, {12}, w, b, 1e-12), reference.detach(), 1e-5, 1e-5));
+  }
+}
+
+TEST(AddLayerNorm, BroadcastingTakesTheCompositionAndAutocastNormalizesInFp32) {
+  manual_seed(12);
+  Tensor x = randn({3, 8}), row = randn({8}), w = randn({8}), b = randn({8});
+  EXPECT_TRUE(tensors_close(add_layer_norm(x, row, {8}, w, b), layer_norm(x + row, {8}, w, b), 1e-6, 1e-6));
+  AutocastGuard guard(kBFloat16);
+  Tensor low = x.to(kBFloat16);
+  Tensor out = add_layer_norm(low, x, {8}, w, b);
+  EXPECT_EQ(out.dtype(), kFloat32);  // layer_norm runs in fp32 under autocast
+  EXPECT_TRUE(tensors_close(out, layer_norm(low + x, {8}, w, b), 1e-6, 1e-6));
+}
+
+}  // namespace
+}  // namespace accel
