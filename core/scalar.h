@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "core/dtype.h"
@@ -18,7 +19,8 @@ class Scalar {
   template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   Scalar(T v) : kind_(Kind::Integral), i_(static_cast<int64_t>(v)), d_(static_cast<double>(v)) {}
   template <typename T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
-  Scalar(T v) : kind_(Kind::Floating), i_(static_cast<int64_t>(v)), d_(static_cast<double>(v)) {}
+  Scalar(T v)
+      : kind_(Kind::Floating), i_(saturating_int64(static_cast<double>(v))), d_(static_cast<double>(v)) {}
   Scalar(bool v) : kind_(Kind::Boolean), i_(v), d_(v) {}
   Scalar(Half v) : Scalar(static_cast<float>(v)) {}
   Scalar(BFloat16 v) : Scalar(static_cast<float>(v)) {}
@@ -35,6 +37,15 @@ class Scalar {
   }
 
  private:
+  // The integer view of a floating value: truncated, clamped to int64's range (a cast of an
+  // out-of-range value, such as the -FLT_MAX of an attention mask, is undefined), NaN as 0.
+  static int64_t saturating_int64(double v) {
+    constexpr double kTwoTo63 = 9223372036854775808.0;
+    if (v >= kTwoTo63) return std::numeric_limits<int64_t>::max();
+    if (v < -kTwoTo63) return std::numeric_limits<int64_t>::min();
+    return v == v ? static_cast<int64_t>(v) : 0;
+  }
+
   Kind kind_;
   int64_t i_;
   double d_;

@@ -15,6 +15,7 @@ packages=(
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libutf8proc-dev
   libcurl4-openssl-dev libssl-dev
   doxygen
+  clang llvm libclang-rt-dev libomp-dev  # scripts/sanitize.sh: clang, its sanitizer runtimes, llvm-symbolizer
 )
 
 missing=()
