@@ -27,8 +27,8 @@ double unix_seconds() {
 
 // Adds each value to a JSON object under its key.
 void add_values(Json& object, const Values& values) {
-  for (const auto& [key, value] : values) {
-    std::visit([&](const auto& v) { object[key] = v; }, value);
+  for (const auto& entry : values) {  // not a structured binding: clang < 16 cannot capture one
+    std::visit([&](const auto& v) { object[entry.first] = v; }, entry.second);
   }
 }
 
