@@ -27,10 +27,8 @@ double unix_seconds() {
 
 // Adds each value to a JSON object under its key.
 void add_values(Json& object, const Values& values) {
-  for (const auto& [key, value] : values) {
-    // (clang before 16 cannot capture a structured binding, so the lambda gets the key as a name)
-    const std::string& name = key;
-    std::visit([&](const auto& v) { object[name] = v; }, value);
+  for (const auto& entry : values) {  // not a structured binding: clang < 16 cannot capture one
+    std::visit([&](const auto& v) { object[entry.first] = v; }, entry.second);
   }
 }
 

@@ -790,6 +790,9 @@ std::vector<std::string> BertTokenizer::convert_ids_to_tokens(
 
 Encoding BertTokenizer::encode(std::string_view text, std::optional<std::string_view> text_pair,
                                const EncodeOptions& options) const {
+  // Checked before use: a negative length would become a huge size_t in the padding.
+  ACCEL_CHECK(!options.max_length || *options.max_length >= 0,
+              "BertTokenizer: expected EncodeOptions::max_length >= 0, found ", *options.max_length);
   std::vector<int64_t> ids = convert_tokens_to_ids(tokenize(text));
   std::optional<std::vector<int64_t>> pair_ids;
   if (text_pair) pair_ids = convert_tokens_to_ids(tokenize(*text_pair));

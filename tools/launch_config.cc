@@ -54,11 +54,18 @@ T read_value(const YAML::Node& node, const std::string& key, const std::string& 
   }
 }
 
+// A mapping key as text; YAML also allows a sequence or mapping as a key ("? [a, b]: 1"),
+// which names no setting.
+std::string read_key(const YAML::Node& key, const std::string& mapping, const std::string& source) {
+  ACCEL_CHECK(key.IsScalar(), source, ": the keys of ", mapping, " must be setting names, got ", YAML::Dump(key));
+  return key.Scalar();
+}
+
 void read_deepspeed_config(const YAML::Node& node, LaunchConfig& config, bool have_accumulation,
                            const std::string& source) {
   ACCEL_CHECK(node.IsMap(), source, ": deepspeed_config must be a mapping");
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = read_key(entry.first, "deepspeed_config", source);
     if (key == "zero_stage") {
       config.zero_stage = read_value<int64_t>(entry.second, "deepspeed_config.zero_stage", source);
     } else if (key == "gradient_accumulation_steps" && !have_accumulation) {
@@ -177,7 +184,7 @@ LaunchConfig parse_config(const std::string& yaml, const std::string& source) {
   ACCEL_CHECK(root.IsMap(), source, ": expected a mapping of settings (key: value), got ", YAML::Dump(root));
   const bool have_accumulation = static_cast<bool>(std::as_const(root)["gradient_accumulation_steps"]);
   for (const auto& entry : root) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = read_key(entry.first, "the config", source);
     const YAML::Node& value = entry.second;
     if (key == "compute_environment") {
       config.compute_environment = read_value<std::string>(value, key, source);

@@ -422,6 +422,15 @@ TEST(BertTokenizerErrors, ImpossibleTruncationAndBadIds) {
   options.max_length.reset();
   EXPECT_THAT(error_of([&] { tokenizer.encode("a", "b", options); }),
               HasSubstr("EncodeOptions::max_length"));
+  // A negative max_length with max_length padding (found by fuzz/fuzz_tokenizer) once became
+  // a resize to SIZE_MAX.
+  EncodeOptions negative;
+  negative.padding = Padding::max_length;
+  negative.max_length = -1;
+  EXPECT_THAT(error_of([&] { tokenizer.encode("a", std::nullopt, negative); }),
+              HasSubstr("expected EncodeOptions::max_length >= 0, found -1"));
+  EXPECT_THAT(error_of([&] { tokenizer.encode_batch({"a", "b"}, negative); }),
+              HasSubstr("expected EncodeOptions::max_length >= 0, found -1"));
   EXPECT_THAT(error_of([&] {
                 tokenizer.decode({101, 30522});
               }),

@@ -135,6 +135,11 @@ TEST_F(LaunchTest, BadConfigValuesAreRejectedWithTheirKey) {
   EXPECT_THAT(error_of([] { parse_config("use_cpu: maybe\n", "c.yaml"); }), HasSubstr("use_cpu must be true or false"));
   EXPECT_THAT(error_of([] { parse_config("- a\n- b\n", "c.yaml"); }), HasSubstr("expected a mapping"));
   EXPECT_THAT(error_of([] { parse_config("a: [1, 2\n", "c.yaml"); }), HasSubstr("c.yaml: not valid YAML"));
+  // A mapping or sequence as a key (found by fuzz/fuzz_launch_config) names no setting.
+  EXPECT_THAT(error_of([] { parse_config("num_processes: 4\n? mixed_precision: 'no'\n", "c.yaml"); }),
+              HasSubstr("c.yaml: the keys of the config must be setting names, got mixed_precision: no"));
+  EXPECT_THAT(error_of([] { parse_config("deepspeed_config:\n  ? [zero_stage]\n  : 2\n", "c.yaml"); }),
+              HasSubstr("c.yaml: the keys of deepspeed_config must be setting names"));
   EXPECT_THAT(error_of([&] { load_config(write("fp8.yaml", "mixed_precision: fp8\n")); }),
               HasSubstr("fp8.yaml: mixed_precision must be no, fp16 or bf16, got \"fp8\""));
   EXPECT_THAT(error_of([&] { load_config(write("z.yaml", "deepspeed_config:\n  zero_stage: 5\n")); }),
