@@ -18,15 +18,19 @@ while [ $# -gt 0 ]; do
   shift
 done
 cmake --build build --target bench_data_parallel >/dev/null
+# run N [MPIRUN_ARGS...]: N ranks of one thread each (mpirun binds rank r to core r).
 run() {
-  OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np "$1" build/bin/bench_data_parallel \
+  local ranks=$1
+  shift
+  OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe "$@" -np "$ranks" build/bin/bench_data_parallel \
     --batch "$batch" --steps "$steps" "${extra[@]}"
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 one=$(run 1); echo "$one" | head -1
 two=$(run 2); echo "$two" | head -1
 pair_log=$(mktemp)
-run 1 >"$pair_log.a" & run 1 >"$pair_log.b"; wait
+# Unbound: two separate mpiruns would each bind their one rank to core 0.
+run 1 --bind-to none >"$pair_log.a" & run 1 --bind-to none >"$pair_log.b"; wait
 echo "two independent 1-rank runs at once: $(head -1 "$pair_log.a"); $(head -1 "$pair_log.b")"
 python3 - "$(echo "$one" | tail -1)" "$(echo "$two" | tail -1)" "$(tail -1 "$pair_log.a")" "$(tail -1 "$pair_log.b")" <<'PY'
 import json, sys

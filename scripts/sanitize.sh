@@ -36,7 +36,9 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/
 for stage in "${stages[@]}"; do
   case $stage in
     asan)
-      cmake -S . -B build-asan "${common[@]}" -DACCEL_SANITIZE=ON >/dev/null
+      # ACCEL_FUZZ adds libFuzzer's coverage hooks, so scripts/fuzz.sh can then build its targets
+      # in this same tree (BUILD_DIR=build-asan) instead of compiling everything a third time.
+      cmake -S . -B build-asan "${common[@]}" -DACCEL_SANITIZE=ON -DACCEL_FUZZ=ON >/dev/null
       timed "asan build" cmake --build build-asan -j"$jobs"
       timed "asan tests" ctest --test-dir build-asan --output-on-failure -j"$jobs"
       ;;
