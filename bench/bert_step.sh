@@ -7,7 +7,8 @@
 #    "accel_peak_mb":..,"torch_peak_mb":..,"gemm_share":..}
 # ratio = accel_ms / torch_ms (below 1: accel is faster). gemm_share: accel's GEMM throughput
 # inside the step (its analytic GEMM FLOPs over the time ACCEL_PROFILE measures in the matmul
-# kernel) as a share of this machine's oneDNN GEMM ceiling (the best fp32 GFLOP/s raw oneDNN
+# and linear_gelu kernels; the fused attention's own small GEMMs are left out of both) as a
+# share of this machine's oneDNN GEMM ceiling (the best fp32 GFLOP/s raw oneDNN
 # reaches on the step's GEMM shapes in bench_gemm). PyTorch runs at its best: its build configuration is
 # printed, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are unset for its command alone.
 #
@@ -96,21 +97,26 @@ def last_json(path):
         lines = [l for l in f if l.startswith("{")]
     return json.loads(lines[-1])
 
-def gemm_flops(s, mode):
-    """GEMM FLOPs of one step: per layer Q, K, V, output, two FFN projections, QK^T and PV;
-    the pooler; backward computes two products per forward product (inputs and weights)."""
+def gemm_flops(s, mode, attention):
+    """GEMM FLOPs of one step: per layer Q, K, V, output, two FFN projections, and QK^T and PV
+    when `attention` (the fused attention kernel does those inside its own time); the pooler;
+    backward computes two products per forward product (inputs and weights)."""
     n = s["B"] * s["T"]
-    layer = 2 * n * s["H"] * s["H"] * 4 + 2 * n * s["H"] * s["I"] * 2 + 2 * 2 * s["B"] * s["T"] * s["T"] * s["H"]
+    layer = 2 * n * s["H"] * s["H"] * 4 + 2 * n * s["H"] * s["I"] * 2
+    if attention:
+        layer += 2 * 2 * s["B"] * s["T"] * s["T"] * s["H"]
     forward = s["L"] * layer + 2 * s["B"] * s["H"] * s["H"]
     return forward * (3 if mode == "train" else 1)
 
-def matmul_ms_per_step(path):
+def kernel_ms_per_step(path):
+    """{kernel: ms per step} from the ACCEL_PROFILE table (--warmup 0: every call is a timed step)."""
+    table = {}
     with open(path) as f:
         for line in f:
-            m = re.match(r"K matmul\s+\d+\s+([\d.]+)", line)
+            m = re.match(r"K (\w+)\s+\d+\s+([\d.]+)", line)
             if m:
-                return float(m.group(1)) / steps  # --warmup 0: every profiled call is a timed step
-    return None
+                table[m.group(1)] = float(m.group(2)) / steps
+    return table
 
 def ceiling_gflops(model):
     """The best fp32 GFLOP/s raw oneDNN reached on this model's step GEMMs (bench_gemm's
@@ -132,9 +138,11 @@ for config in configs:
     torch = [last_json(p) for p in sorted(glob.glob(os.path.join(logs, f"torch_{tag}_*.log")))]
     a, t = min(accel, key=lambda r: r["ms"]), min(torch, key=lambda r: r["ms"])
     share = None
-    matmul_ms, ceiling = matmul_ms_per_step(os.path.join(logs, f"profile_{tag}.log")), ceiling_gflops(model)
-    if matmul_ms and ceiling:
-        share = round(gemm_flops(shapes[model], mode) / (matmul_ms * 1e6) / ceiling, 3)
+    kernels, ceiling = kernel_ms_per_step(os.path.join(logs, f"profile_{tag}.log")), ceiling_gflops(model)
+    gemm_ms = kernels.get("matmul", 0.0) + kernels.get("linear_gelu", 0.0)  # the GEMM kernels
+    if gemm_ms and ceiling:
+        flops = gemm_flops(shapes[model], mode, attention="attention" not in kernels)
+        share = round(flops / (gemm_ms * 1e6) / ceiling, 3)
     print(json.dumps({"model": model, "dtype": dtype, "mode": mode, "accel_ms": a["ms"], "torch_ms": t["ms"],
                       "ratio": round(a["ms"] / t["ms"], 3), "accel_peak_mb": a["peak_mb"],
                       "torch_peak_mb": t["peak_mb"], "gemm_share": share}))
