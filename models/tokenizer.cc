@@ -467,7 +467,7 @@ json parse_json(const std::filesystem::path& path, std::string_view what) {
   const std::string text = read_file(path, what);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e9999
     ACCEL_FAIL("BertTokenizer: expected ", what, " at '", path.string(),
                "' to be valid JSON, found a parse error: ", e.what());
   }

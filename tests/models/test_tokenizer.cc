@@ -352,6 +352,10 @@ TEST(BertTokenizerErrors, MalformedTokenizerJsonNamesTheField) {
   const std::string not_json = dir.write("broken.json", "{\"model\": ");
   EXPECT_THAT(error_of([&] { BertTokenizer::from_tokenizer_json(not_json); }),
               HasSubstr("to be valid JSON"));
+  // A number past double's range is nlohmann's out_of_range, not a parse_error (found by fuzz_json).
+  const std::string huge_number = dir.write("huge.json", "{\"version\": 1e9999}");
+  EXPECT_THAT(error_of([&] { BertTokenizer::from_tokenizer_json(huge_number); }),
+              HasSubstr("to be valid JSON, found a parse error: [json.exception.out_of_range.406]"));
 
   json document = bert_tokenizer_json();
   document["model"].erase("vocab");
