@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -31,7 +32,7 @@
 // Surfaces asynchronous kernel faults at the op that caused them, not at a later copy.
 #define ACCEL_CUDA_SYNC_FOR_TEST()                                                                      \
   do {                                                                                                  \
-    const cudaError_t accel_sync_status = cudaDeviceSynchronize();                                      \
+    const cudaError_t accel_sync_status = harness_self_test() ? cudaSuccess : cudaDeviceSynchronize();  \
     if (accel_sync_status != cudaSuccess) {                                                             \
       throw std::runtime_error(std::string("kernel fault: ") + cudaGetErrorString(accel_sync_status));  \
     }                                                                                                   \
@@ -52,14 +53,28 @@ std::string missing_gpu_reason() {
   return "";
 }
 
+// ACCEL_CUDA_HARNESS_SELF_TEST=1 runs the op comparisons CPU against CPU on a machine
+// without a GPU: it proves the harness itself (inputs, references, autograd plumbing) sound
+// before a GPU session spends its minutes on it. Runtime and model tests still skip.
+bool harness_self_test() {
+  const char* value = std::getenv("ACCEL_CUDA_HARNESS_SELF_TEST");
+  return value != nullptr && std::string(value) == "1";
+}
+
 #define SKIP_WITHOUT_GPU()                                                                                   \
   do {                                                                                                       \
     if (const std::string reason = missing_gpu_reason(); !reason.empty()) {                                  \
-      GTEST_SKIP() << "no CUDA device: " << reason << "; the CUDA op tests run on a machine with a GPU";     \
+      GTEST_SKIP() << "no CUDA device: " << reason << "; the CUDA tests run on a machine with a GPU";        \
     }                                                                                                        \
   } while (0)
 
-const Device kCuda(DeviceType::CUDA, 0);
+// For the CPU-vs-CUDA op comparisons: these also run in the self-test mode.
+#define SKIP_WITHOUT_GPU_UNLESS_SELF_TEST()       \
+  do {                                           \
+    if (!harness_self_test()) SKIP_WITHOUT_GPU(); \
+  } while (0)
+
+const Device kCuda = harness_self_test() ? kCPU : Device(DeviceType::CUDA, 0);  // the device under test
 const std::vector<DType> kFloatTypes = {kFloat32, kFloat16, kBFloat16};
 
 struct Tolerance {
@@ -113,7 +128,13 @@ void check_op(const std::string& name, DType dtype, const std::vector<Tensor>& i
     cuda_inputs.push_back(g);
   }
   const std::string what = describe(name, dtype, inputs);
-  Tensor expected = op(cpu_inputs);
+  Tensor expected;
+  try {
+    expected = op(cpu_inputs);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << ": the CPU reference threw (a harness bug): " << e.what();
+    return;
+  }
   Tensor actual;
   try {
     actual = op(cuda_inputs);
@@ -122,12 +143,17 @@ void check_op(const std::string& name, DType dtype, const std::vector<Tensor>& i
     ADD_FAILURE() << what << ": the CUDA forward threw: " << e.what();
     return;
   }
-  ASSERT_TRUE(actual.is_cuda()) << what << ": the result is on " << actual.device().str();
+  ASSERT_EQ(actual.device(), kCuda) << what << ": the result is on " << actual.device().str();
   EXPECT_EQ(actual.dtype(), expected.dtype()) << what;
   EXPECT_TRUE(tensors_close(actual.cpu(), expected, tol.rtol, tol.atol)) << what << ", forward";
   if (!backward) return;
   Tensor grad = random_input(expected.sizes(), expected.dtype(), 99);
-  expected.backward(grad);
+  try {
+    expected.backward(grad);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << ": the CPU reference backward threw (a harness bug): " << e.what();
+    return;
+  }
   try {
     actual.backward(grad.to(kCuda));
     ACCEL_CUDA_SYNC_FOR_TEST();
@@ -148,7 +174,7 @@ Tensor positive(const Tensor& t) { return t.abs() + 0.5; }  // for log, sqrt, po
 // ---- pointwise --------------------------------------------------------------------------
 
 TEST(CudaOps, UnaryForwardAndBackward) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const std::vector<std::pair<std::string, OpFn>> ops = {
       {"neg", [](auto& x) { return neg(x[0]); }},
       {"abs", [](auto& x) { return abs(x[0]); }},
@@ -174,7 +200,7 @@ TEST(CudaOps, UnaryForwardAndBackward) {
 }
 
 TEST(CudaOps, BinaryForwardAndBackwardWithBroadcasting) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const std::vector<std::pair<std::string, OpFn>> ops = {
       {"add", [](auto& x) { return x[0] + x[1]; }},
       {"add alpha", [](auto& x) { return add(x[0], x[1], 0.25); }},
@@ -199,14 +225,14 @@ TEST(CudaOps, BinaryForwardAndBackwardWithBroadcasting) {
 }
 
 TEST(CudaOps, ComparisonsAndLogicalOpsAreExact) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const std::vector<std::pair<std::string, OpFn>> ops = {
       {"eq", [](auto& x) { return eq(x[0], x[1]); }},  {"ne", [](auto& x) { return ne(x[0], x[1]); }},
       {"lt", [](auto& x) { return lt(x[0], x[1]); }},  {"le", [](auto& x) { return le(x[0], x[1]); }},
       {"gt", [](auto& x) { return gt(x[0], x[1]); }},  {"ge", [](auto& x) { return ge(x[0], x[1]); }},
-      {"logical_and", [](auto& x) { return logical_and(x[0] > 0.0, x[1] > 0.0); }},
-      {"logical_or", [](auto& x) { return logical_or(x[0] > 0.0, x[1] > 0.0); }},
-      {"logical_not", [](auto& x) { return logical_not(x[0] > 0.0); }},
+      {"logical_and", [](auto& x) { return logical_and(x[0] > 0, x[1] > 0); }},
+      {"logical_or", [](auto& x) { return logical_or(x[0] > 0, x[1] > 0); }},
+      {"logical_not", [](auto& x) { return logical_not(x[0] > 0); }},
   };
   for (DType dtype : {kFloat32, kFloat16, kBFloat16, kInt64, kInt32}) {
     // Rounded to a few values so that equal elements occur.
@@ -217,7 +243,7 @@ TEST(CudaOps, ComparisonsAndLogicalOpsAreExact) {
 }
 
 TEST(CudaOps, IntegerArithmetic) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : {kInt64, kInt32}) {
     const Tensor a = (random_input({7, 9}, kFloat32, 9) * 10.0).to(dtype);
     const Tensor b = (random_input({7, 9}, kFloat32, 10) * 3.0).clamp(0, 3).to(dtype);
@@ -231,7 +257,7 @@ TEST(CudaOps, IntegerArithmetic) {
 // ---- copies, casts, fills -----------------------------------------------------------------
 
 TEST(CudaOps, CastsBetweenEveryDtypePairOnStridedInputs) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const std::vector<DType> all = {kFloat32, kFloat64, kFloat16, kBFloat16, kInt64, kInt32, kBool};
   for (DType from : all) {
     const Tensor source = (random_input({17, 6}, kFloat32, 11) * 3.0).to(from).t();  // (6, 17) strided
@@ -252,7 +278,7 @@ TEST(CudaOps, CastsBetweenEveryDtypePairOnStridedInputs) {
 }
 
 TEST(CudaOps, FillFullAndArange) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : {kFloat32, kFloat16, kBFloat16, kInt64, kInt32, kBool}) {
     EXPECT_TRUE(tensors_close(full({3, 130}, 1.5, TensorOptions(dtype, kCuda)).cpu(), full({3, 130}, 1.5, dtype), 0, 0))
         << "full in " << dtype_name(dtype);
@@ -269,7 +295,7 @@ TEST(CudaOps, FillFullAndArange) {
 // ---- reductions ---------------------------------------------------------------------------
 
 TEST(CudaOps, ReductionsOverDimsForwardAndBackward) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const std::vector<Shape> dim_sets = {{0}, {1}, {2}, {0, 2}, {0, 1, 2}};
   for (DType dtype : kFloatTypes) {
     const Tensor x = random_input({6, 300, 7}, dtype, 14);
@@ -301,7 +327,7 @@ TEST(CudaOps, ReductionsOverDimsForwardAndBackward) {
 }
 
 TEST(CudaOps, MaxAndArgmaxFollowTheCpuRulesForNaNAndTies) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   std::vector<float> values(600, 1.0f);  // ties everywhere: the first index wins
   values[250] = 2.0f;
   values[400] = 2.0f;
@@ -325,7 +351,7 @@ Tolerance gemm_tolerance(DType dtype, int64_t k) {
 }
 
 TEST(CudaOps, MatmulLayoutsBatchesAndBias) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : kFloatTypes) {
     const Tolerance tol = gemm_tolerance(dtype, 70);
     const Tensor a = random_input({3, 33, 70}, dtype, 20), b = random_input({3, 70, 45}, dtype, 21);
@@ -348,7 +374,7 @@ TEST(CudaOps, MatmulLayoutsBatchesAndBias) {
 }
 
 TEST(CudaOps, MatmulKernelAccumulatesAndHandlesEmptyK) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const Tensor a = random_input({2, 8, 16}, kFloat32, 30), b = random_input({2, 16, 5}, kFloat32, 31);
   const Tensor start = random_input({2, 8, 5}, kFloat32, 32), bias = random_input({5}, kFloat32, 33);
   for (bool with_bias : {false, true}) {
@@ -364,7 +390,7 @@ TEST(CudaOps, MatmulKernelAccumulatesAndHandlesEmptyK) {
 }
 
 TEST(CudaOps, Tf32MatmulWithinItsTolerance) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const bool before = cuda::allow_tf32();
   cuda::set_allow_tf32(true);
   const Tensor a = random_input({2, 64, 256}, kFloat32, 35), b = random_input({2, 256, 48}, kFloat32, 36);
@@ -375,7 +401,7 @@ TEST(CudaOps, Tf32MatmulWithinItsTolerance) {
 // ---- softmax, layer norm, losses, embedding ---------------------------------------------
 
 TEST(CudaOps, SoftmaxAndLogSoftmaxForwardAndBackward) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : kFloatTypes) {
     const Tensor x = random_input({4, 6, 1000}, dtype, 40) * 3.0;
     for (int64_t dim : {2, 1, 0}) {
@@ -391,7 +417,7 @@ TEST(CudaOps, SoftmaxAndLogSoftmaxForwardAndBackward) {
 }
 
 TEST(CudaOps, LayerNormForwardAndBackward) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : kFloatTypes) {
     for (int64_t cols : {32, 768, 1030}) {
       const Tensor x = random_input({20, cols}, dtype, 41) * 2.0 + 0.5;
@@ -406,7 +432,7 @@ TEST(CudaOps, LayerNormForwardAndBackward) {
 }
 
 TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const Tensor targets = from_vector(std::vector<int64_t>{3, 0, 9, 9, -100, 1, 4, 2}, {8});
   const Tensor ids = from_vector(std::vector<int64_t>{5, 1, 5, 0, 7, 5, 2, 1, 1, 3}, {2, 5});  // repeats
   for (DType dtype : kFloatTypes) {
@@ -432,7 +458,7 @@ TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
 // ---- random, dropout, optimizer -----------------------------------------------------------
 
 TEST(CudaOps, RandomDrawsReproduceTheCpuPhiloxStream) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : kFloatTypes) {
     for (int64_t n : {1, 7, 4097}) {
       Generator cpu_gen(1234), cuda_gen(1234);
@@ -450,7 +476,7 @@ TEST(CudaOps, RandomDrawsReproduceTheCpuPhiloxStream) {
 }
 
 TEST(CudaOps, DropoutDropsTheSameElementsForwardAndBackward) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   for (DType dtype : kFloatTypes) {
     const Tensor x = random_input({37, 129}, dtype, 60);
     Generator cpu_gen(77), cuda_gen(77);
@@ -466,7 +492,7 @@ TEST(CudaOps, DropoutDropsTheSameElementsForwardAndBackward) {
 }
 
 TEST(CudaOps, FusedAdamWMatchesTheCpuStep) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const kernels::AdamWHyper hyper{1e-3, 0.9, 0.999, 1e-8, 0.01, 3};
   for (DType dtype : {kFloat32, kBFloat16}) {
     Tensor p = random_input({1001}, dtype, 70), g = random_input({1001}, dtype, 71);
