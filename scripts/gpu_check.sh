@@ -82,6 +82,12 @@ else
   summary+=("memcheck: compute-sanitizer not found, skipped")
 fi
 
+# A run where the tests skipped checked nothing: say so in the exit status too.
+if grep -q "no CUDA device" "$LOGS/ctest.log"; then
+  summary+=("NOTHING WAS CHECKED: the CUDA tests skipped (no usable GPU); exit 2")
+  [ $status -eq 0 ] && status=2
+fi
+
 echo "==== gpu_check summary ===="
 printf '%s\n' "${summary[@]}"
 if grep -q "Failure" "$LOGS/ctest.log"; then

@@ -21,6 +21,7 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/blas.h"
+#include "backends/cuda/cuda_check.h"
 #include "backends/cuda/stream.h"
 #include "core/kernels.h"
 #include "core/ops.h"
@@ -577,6 +578,30 @@ TEST(CudaRuntime, LargeHostCopiesGoThroughTheStagingBufferInChunks) {
   Tensor back = host.to(kCuda).cpu();
   EXPECT_TRUE(equal(back, host)) << "a chunked round trip changed the bytes";
   EXPECT_EQ(back.data_ptr<int32_t>()[n - 1], n - 1);
+}
+
+TEST(CudaRuntime, PinnedHostBuffersAreCachedBySize) {
+  SKIP_WITHOUT_GPU();
+  void* first = cuda::allocate_pinned(1000);
+  cudaPointerAttributes attributes{};
+  ASSERT_EQ(cudaPointerGetAttributes(&attributes, first), cudaSuccess);
+  EXPECT_EQ(attributes.type, cudaMemoryTypeHost) << "allocate_pinned must return page-locked host memory";
+  cuda::free_pinned(first);
+  void* second = cuda::allocate_pinned(900);  // the same 1 KiB size class
+  EXPECT_EQ(second, first) << "a freed pinned buffer of the same size class is reused";
+  cuda::free_pinned(second);
+  EXPECT_TRUE(testing::contains(testing::error_of([&] { cuda::free_pinned(&attributes); }), "not allocated by allocate_pinned"));
+}
+
+TEST(CudaRuntime, ErrorsNameTheDeviceAndTheFailingCall) {
+  SKIP_WITHOUT_GPU();
+  const std::string missing = testing::error_of([] { empty({4}, TensorOptions(kFloat32, Device(DeviceType::CUDA, 63))); });
+  EXPECT_TRUE(testing::contains(missing, "cuda:63")) << missing;
+  EXPECT_TRUE(testing::contains(missing, "CUDA device(s) present")) << missing;
+  const std::string bad_call = testing::error_of([] { ACCEL_CUDA_CHECK(cudaSetDevice(-5)); });
+  cudaGetLastError();  // clear the error the failed call left, or the next launch check reports it
+  EXPECT_TRUE(testing::contains(bad_call, "test_cuda_ops.cc:")) << "the error names file and line: " << bad_call;
+  EXPECT_TRUE(testing::contains(bad_call, "cudaSetDevice(-5)")) << bad_call;
 }
 
 // ---- a model end to end -------------------------------------------------------------------
