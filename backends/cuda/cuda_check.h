@@ -1,8 +1,10 @@
 /// @file
-/// Error checking for every CUDA runtime call: the failing expression, file, line and the
-/// runtime's own message end up in the accel::Error.
+/// Error checking for every CUDA runtime and cuBLAS(Lt) call: the failing expression, file,
+/// line and the library's own message end up in the accel::Error. ACCEL_CUDA_CHECK_LAUNCH
+/// follows each kernel launch, so a bad launch configuration names the launching line.
 #pragma once
 
+#include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
 #include "core/error.h"
@@ -14,4 +16,16 @@
       ACCEL_FAIL("CUDA error at ", __FILE__, ":", __LINE__, " in ", #expr, ": ",            \
                  cudaGetErrorString(accel_cuda_status), " (", int(accel_cuda_status), ")");  \
     }                                                                                       \
+  } while (0)
+
+/// After a <<<...>>> launch: launch-configuration errors surface here, with this line.
+#define ACCEL_CUDA_CHECK_LAUNCH() ACCEL_CUDA_CHECK(cudaGetLastError())
+
+#define ACCEL_CUBLAS_CHECK(expr)                                                                  \
+  do {                                                                                           \
+    cublasStatus_t accel_cublas_status = (expr);                                                 \
+    if (accel_cublas_status != CUBLAS_STATUS_SUCCESS) [[unlikely]] {                             \
+      ACCEL_FAIL("cuBLAS error at ", __FILE__, ":", __LINE__, " in ", #expr, ": ",               \
+                 cublasGetStatusString(accel_cublas_status), " (", int(accel_cublas_status), ")"); \
+    }                                                                                            \
   } while (0)

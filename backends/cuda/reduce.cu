@@ -1,0 +1,150 @@
+// CUDA reductions over any set of dims: sum, mean, max/min (with indices), argmax/argmin,
+// var. One block reduces one output element (a grid-stride loop over outputs), its threads
+// striding over the reduced sub-space, combined with warp shuffles. Floating sums accumulate
+// in double and integer sums in int64, as on the CPU; max/min follow the CPU's rules exactly
+// (the first NaN wins, else the first occurrence of the best value), so indices agree.
+#include <cmath>
+
+#include "backends/cuda/device_utils.cuh"
+#include "core/kernels.h"
+
+namespace accel::cuda {
+
+namespace {
+
+template <typename T>
+using acc_t = std::conditional_t<is_device_floating_v<T>, double, int64_t>;
+
+struct ReduceGeometry {
+  OffsetCalculator<1> kept;     // output element -> offset of its first input element
+  OffsetCalculator<1> reduced;  // flat index in the reduced sub-space -> offset
+  int64_t out_numel, count;
+};
+
+template <typename C>
+struct Candidate {
+  C value;
+  int64_t index;  // -1: none yet
+};
+
+template <typename C>
+__device__ __forceinline__ bool is_nan(C v) { return v != v; }
+
+// The better of two candidates under the CPU's rules.
+template <typename C>
+__device__ __forceinline__ Candidate<C> better(Candidate<C> a, Candidate<C> b, bool want_max) {
+  if (a.index < 0) return b;
+  if (b.index < 0) return a;
+  const bool a_nan = is_nan(a.value), b_nan = is_nan(b.value);
+  if (a_nan || b_nan) {
+    if (a_nan && b_nan) return a.index < b.index ? a : b;
+    return a_nan ? a : b;
+  }
+  if (a.value == b.value) return a.index < b.index ? a : b;
+  return (want_max ? a.value > b.value : a.value < b.value) ? a : b;
+}
+
+template <typename T>
+__global__ void reduce_kernel_device(ReduceOp op, const T* in, ReduceGeometry g, T* out, int64_t* out_index,
+                                     int64_t* indices, int64_t correction) {
+  using C = compute_t<T>;
+  using Acc = acc_t<T>;
+  __shared__ Acc shared_acc[32];
+  __shared__ C shared_value[32];
+  __shared__ int64_t shared_index[32];
+  for (int64_t o = blockIdx.x; o < g.out_numel; o += gridDim.x) {
+    int64_t base[1];
+    g.kept.offsets(o, base);
+    auto element = [&](int64_t flat) {
+      int64_t off[1];
+      g.reduced.offsets(flat, off);
+      return load_compute(in[base[0] + off[0]]);
+    };
+    if (op == ReduceOp::Sum || op == ReduceOp::Mean || op == ReduceOp::Var) {
+      Acc sum = 0;
+      for (int64_t i = threadIdx.x; i < g.count; i += blockDim.x) sum += Acc(element(i));
+      sum = block_reduce(sum, SumOp{}, Acc(0), shared_acc);
+      if constexpr (std::is_floating_point_v<Acc>) {
+        if (op == ReduceOp::Var) {
+          const double mean = sum / double(g.count);
+          double squares = 0;
+          for (int64_t i = threadIdx.x; i < g.count; i += blockDim.x) {
+            const double d = double(element(i)) - mean;
+            squares += d * d;
+          }
+          squares = block_reduce(squares, SumOp{}, 0.0, shared_acc);
+          const double denom = double(g.count - correction);
+          if (threadIdx.x == 0) out[o] = store_compute<T>(static_cast<C>(denom > 0 ? squares / denom : NAN));
+          continue;
+        }
+        const double v = op == ReduceOp::Mean ? sum / double(g.count) : sum;
+        if (threadIdx.x == 0) out[o] = store_compute<T>(static_cast<C>(v));
+      } else {
+        if (threadIdx.x == 0) out[o] = static_cast<T>(sum);  // integer mean is the sum, as on the CPU
+      }
+      continue;
+    }
+    const bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
+    Candidate<C> best{C(0), -1};
+    for (int64_t i = threadIdx.x; i < g.count; i += blockDim.x) best = better(best, Candidate<C>{element(i), i}, want_max);
+    // Warp, then block: shuffle both fields.
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      Candidate<C> other{__shfl_down_sync(0xffffffffu, best.value, offset),
+                         __shfl_down_sync(0xffffffffu, best.index, offset)};
+      best = better(best, other, want_max);
+    }
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();
+    if (lane == 0) {
+      shared_value[warp] = best.value;
+      shared_index[warp] = best.index;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < int(blockDim.x / 32); ++w) best = better(best, Candidate<C>{shared_value[w], shared_index[w]}, want_max);
+      if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) {
+        out_index[o] = best.index;
+      } else {
+        out[o] = store_compute<T>(best.value);
+        if (indices != nullptr) indices[o] = best.index;
+      }
+    }
+  }
+}
+
+void reduce_kernel(ReduceOp op, const Tensor& in, const Shape& dims, const Tensor& out, const Tensor& indices,
+                   int64_t correction) {
+  Shape kept_sizes, kept_strides, reduced_sizes, reduced_strides;
+  for (int64_t d = 0, k = 0; d < in.dim(); ++d) {
+    const bool reduced = k < static_cast<int64_t>(dims.size()) && dims[k] == d;
+    if (reduced) ++k;
+    (reduced ? reduced_sizes : kept_sizes).push_back(in.size(d));
+    (reduced ? reduced_strides : kept_strides).push_back(in.stride(d));
+  }
+  ReduceGeometry g;
+  std::array<const Shape*, 1> kept{&kept_strides};
+  std::array<const Shape*, 1> red{&reduced_strides};
+  g.kept = make_offset_calculator<1>(kept_sizes, kept);
+  g.reduced = make_offset_calculator<1>(reduced_sizes, red);
+  g.out_numel = shape_numel(kept_sizes);
+  g.count = shape_numel(reduced_sizes);
+  if (g.out_numel == 0) return;
+  // Threads per output: enough for the reduced count, a multiple of the warp size.
+  int threads = 32;
+  while (threads < 256 && threads < g.count) threads *= 2;
+  const bool arg = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+  visit_numeric_device(in.dtype(), "reduce", [&]<typename T>() {
+    KernelContext context(in);
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(g.out_numel, 1 << 20));
+    reduce_kernel_device<T><<<blocks, threads, 0, context.stream>>>(
+        op, device_ptr<const T>(in), g, arg ? nullptr : device_ptr<T>(out), arg ? device_ptr<int64_t>(out) : nullptr,
+        indices.defined() ? device_ptr<int64_t>(indices) : nullptr, correction);
+    ACCEL_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
+ACCEL_REGISTER_KERNEL(reduce, DeviceType::CUDA, reduce_kernel);
+
+}  // namespace accel::cuda
