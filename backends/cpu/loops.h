@@ -56,6 +56,11 @@ StridedLayout<N> coalesce(const Shape& sizes, const std::array<const Tensor*, N>
 /// inner(ptrs, strides_bytes, n): processes n elements of the innermost dim starting at ptrs.
 template <int N, typename Inner>
 void for_each_strided(const Shape& sizes, const std::array<const Tensor*, N>& operands, const Inner& inner) {
+  // No elements: nothing to visit, and an empty tensor's data pointer may be null, which the
+  // row offsets below must not be added to (UBSan: offset applied to a null pointer).
+  for (int64_t size : sizes) {
+    if (size == 0) return;
+  }
   StridedLayout<N> layout = coalesce<N>(sizes, operands);
   const int ndim = static_cast<int>(layout.sizes.size());
   const int64_t inner_size = layout.sizes.back();
