@@ -33,9 +33,16 @@ Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(autocast::to_full_precision(x), dim, true); }
 
 namespace {
-// Checks layer_norm's arguments (x already in its compute dtype); returns (rows, cols).
-std::pair<int64_t, int64_t> layer_norm_geometry(const char* op, const Tensor& x, const Shape& normalized_shape,
-                                                const Tensor& weight, const Tensor& bias) {
+// What layer_norm and add_layer_norm hand their kernel: x as (rows, cols), contiguous weight
+// and bias, and the output and per-row statistics to fill.
+struct LayerNormCall {
+  int64_t rows = 0, cols = 0;
+  Tensor x2, weight, bias, out, mean, rstd;
+};
+
+// Checks the arguments (x already in its compute dtype) and prepares the call.
+LayerNormCall prepare_layer_norm(const char* op, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                                 const Tensor& bias) {
   detail::check_floating(x, op);
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
   ACCEL_CHECK(nd >= 1 && nd <= x.dim(), op, ": normalized_shape ", shape_str(normalized_shape),
@@ -50,8 +57,20 @@ std::pair<int64_t, int64_t> layer_norm_geometry(const char* op, const Tensor& x,
                 dtype_name(p->dtype()), " differs from input dtype ", dtype_name(x.dtype()));
   }
   detail::common_device(op, {&x, &weight, &bias});
-  const int64_t cols = shape_numel(normalized_shape);
-  return {cols == 0 ? 0 : x.numel() / cols, cols};
+  LayerNormCall call;
+  call.cols = shape_numel(normalized_shape);
+  call.rows = call.cols == 0 ? 0 : x.numel() / call.cols;
+  {
+    NoGradGuard no_grad;
+    call.x2 = x.contiguous().view({call.rows, call.cols});
+    call.weight = weight.defined() ? weight.contiguous() : Tensor();
+    call.bias = bias.defined() ? bias.contiguous() : Tensor();
+  }
+  const DType stat_dtype = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  call.out = Tensor::empty(x.sizes(), x.dtype(), x.device());
+  call.mean = Tensor::empty({call.rows}, stat_dtype, x.device());
+  call.rstd = Tensor::empty({call.rows}, stat_dtype, x.device());
+  return call;
 }
 }  // namespace
 
@@ -59,21 +78,10 @@ Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tenso
                   double eps) {
   const Tensor x = autocast::to_full_precision(x_in), weight = autocast::to_full_precision(weight_in);
   const Tensor bias = autocast::to_full_precision(bias_in);
-  const auto [rows, cols] = layer_norm_geometry("layer_norm", x, normalized_shape, weight, bias);
-  Tensor x2, w, b;
-  {
-    NoGradGuard no_grad;
-    x2 = x.contiguous().view({rows, cols});
-    w = weight.defined() ? weight.contiguous() : Tensor();
-    b = bias.defined() ? bias.contiguous() : Tensor();
-  }
-  DType stat_dtype = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
-  Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({rows}, stat_dtype, x.device());
-  Tensor rstd = Tensor::empty({rows}, stat_dtype, x.device());
-  kernels::layer_norm(x.device(), x2, w, b, eps, out.view({rows, cols}), mean, rstd);
-  autograd::record::layer_norm(out, x, weight, bias, mean, rstd, rows, cols);
-  return out;
+  LayerNormCall c = prepare_layer_norm("layer_norm", x, normalized_shape, weight, bias);
+  kernels::layer_norm(x.device(), c.x2, c.weight, c.bias, eps, c.out.view({c.rows, c.cols}), c.mean, c.rstd);
+  autograd::record::layer_norm(c.out, x, weight, bias, c.mean, c.rstd, c.rows, c.cols);
+  return c.out;
 }
 
 Tensor add_layer_norm(const Tensor& x_in, const Tensor& residual_in, const Shape& normalized_shape,
@@ -86,24 +94,18 @@ Tensor add_layer_norm(const Tensor& x_in, const Tensor& residual_in, const Shape
     return layer_norm(x_in + residual_in, normalized_shape, weight_in, bias_in, eps);  // broadcasting, promotion
   }
   const Tensor weight = autocast::to_full_precision(weight_in), bias = autocast::to_full_precision(bias_in);
-  const auto [rows, cols] = layer_norm_geometry("add_layer_norm", x, normalized_shape, weight, bias);
-  Tensor x2, r2, w, b;
+  LayerNormCall c = prepare_layer_norm("add_layer_norm", x, normalized_shape, weight, bias);
+  Tensor r2;
   {
     NoGradGuard no_grad;
-    x2 = x.contiguous().view({rows, cols});
-    r2 = residual.contiguous().view({rows, cols});
-    w = weight.defined() ? weight.contiguous() : Tensor();
-    b = bias.defined() ? bias.contiguous() : Tensor();
+    r2 = residual.contiguous().view({c.rows, c.cols});
   }
-  DType stat_dtype = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
-  Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({rows}, stat_dtype, x.device());
-  Tensor rstd = Tensor::empty({rows}, stat_dtype, x.device());
   const bool record = autograd::any_requires_grad({&x, &residual, &weight, &bias});
-  Tensor sum = record ? Tensor::empty({rows, cols}, x.dtype(), x.device()) : Tensor();
-  kernels::add_layer_norm(x.device(), x2, r2, w, b, eps, out.view({rows, cols}), sum, mean, rstd);
-  autograd::record::add_layer_norm(out, x, residual, sum, weight, bias, mean, rstd, rows, cols);
-  return out;
+  Tensor sum = record ? Tensor::empty({c.rows, c.cols}, x.dtype(), x.device()) : Tensor();
+  kernels::add_layer_norm(x.device(), c.x2, r2, c.weight, c.bias, eps, c.out.view({c.rows, c.cols}), sum, c.mean,
+                          c.rstd);
+  autograd::record::add_layer_norm(c.out, x, residual, sum, weight, bias, c.mean, c.rstd, c.rows, c.cols);
+  return c.out;
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
