@@ -76,10 +76,17 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
     ACCEL_CHECK(!slot.ready, "DDP: parameter ", slot.name, " received a second gradient before the previous "
                 "backward pass finished; did an earlier backward() throw? The gradients are no longer in sync "
                 "across processes: stop this run");
-    slot_view(slot).copy_(slot.parameter.grad());
+    copy_into_slot(slot, slot.parameter.grad());
     slot.ready = true;
     if (--buckets[slot.bucket].pending == 0) launch_ready_buckets();
     poll();
+  }
+
+  // The gradient into the slot's place in its bucket, unless it already is that place (a
+  // bucket view kept from the last pass and accumulated into in place).
+  void copy_into_slot(const Slot& slot, const Tensor& grad) {
+    Tensor view = slot_view(slot);
+    if (grad.data_ptr() != view.data_ptr()) view.copy_(grad);
   }
 
   void begin_backward() {
@@ -131,7 +138,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
       if (!options.find_unused_parameters) continue;
       const Tensor& grad = slot.parameter.grad();
       if (grad.defined()) {
-        slot_view(slot).copy_(grad);
+        copy_into_slot(slot, grad);
       } else {
         slot_view(slot).zero_();
         used[i] = 0;
@@ -177,10 +184,12 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
         Slot& slot = slots[index];
         if (!used[index]) continue;
         Tensor average = slot_view(slot);
-        if (slot.parameter.grad().defined()) {
+        if (options.gradient_as_bucket_view) {
+          slot.parameter.set_grad(average);
+        } else if (slot.parameter.grad().defined()) {
           slot.parameter.mutable_grad().copy_(average);
         } else {
-          slot.parameter.set_grad(average.clone());
+          slot.parameter.set_grad(average);
         }
       }
       bucket.work = nullptr;

@@ -33,6 +33,12 @@ struct DDPOptions {
   /// if it has one from earlier accumulation steps, zeros otherwise; one extra small
   /// all_reduce tells which parameters no rank used, and those keep no gradient.
   bool find_unused_parameters = false;
+  /// After a synchronizing backward pass each parameter's .grad is a view into its bucket,
+  /// where the all_reduce left the average (PyTorch's gradient_as_bucket_view): no copy back,
+  /// no second set of gradient buffers. The next synchronizing pass writes over it, so a
+  /// program that keeps a gradient past the next backward must clone it. false: .grad is the
+  /// parameter's own tensor, and the average is copied into it.
+  bool gradient_as_bucket_view = true;
 };
 
 /// One bucket's all_reduce in the last synchronizing backward pass.

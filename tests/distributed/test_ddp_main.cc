@@ -242,6 +242,37 @@ void test_unused_parameters(std::shared_ptr<ProcessGroup> group) {
   ACCEL_CHECK(!model.never.grad().defined(), "never: no rank used it, so it keeps no gradient");
 }
 
+// Rank r's loss gives every parameter the gradient r + 1, so the average is (world + 1) / 2.
+// With gradient_as_bucket_view, .grad is a view into the bucket (both parameters in one bucket
+// sit side by side there); without it, the parameters' own tensors. Either way a second
+// backward without zero_grad accumulates onto the average, and zero_grad(false) zeroes in place.
+void test_gradients_as_bucket_views(std::shared_ptr<ProcessGroup> group) {
+  const double world = group->size(), rank = group->rank();
+  for (bool as_view : {true, false}) {
+    TwoBranches model;
+    distributed::DistributedDataParallel ddp(model, group, {.gradient_as_bucket_view = as_view});
+    ACCEL_CHECK(ddp.num_buckets() == 1, "the three small parameters share one bucket");
+    auto backward = [&] {
+      ((model.used + model.sometimes.sum() + model.never.sum()) * (rank + 1.0)).sum().backward();
+    };
+    const std::string mode = as_view ? "as bucket views" : "copied";
+    backward();
+    const double average = (world + 1) / 2;
+    ACCEL_CHECK(allclose(model.used.grad(), full({4}, average)), mode, ": the averaged gradient");
+    // The bucket holds the parameters newest first: never, sometimes, used.
+    const auto* never_grad = static_cast<const float*>(model.never.grad().data_ptr());
+    const bool adjacent = static_cast<const float*>(model.sometimes.grad().data_ptr()) == never_grad + 2 &&
+                          static_cast<const float*>(model.used.grad().data_ptr()) == never_grad + 5;
+    ACCEL_CHECK(adjacent == as_view, mode, ": gradients ", adjacent ? "are" : "are not", " views into one bucket");
+    backward();  // accumulates into .grad, which already holds the average
+    ACCEL_CHECK(allclose(model.used.grad(), full({4}, 2 * average)), mode, ": accumulated without zero_grad");
+    ACCEL_CHECK(allclose(model.never.grad(), full({2}, 4 * 2 * average)), mode, ": a sum of 4 elements each step");
+    for (Tensor* p : {&model.used, &model.sometimes, &model.never}) p->mutable_grad().zero_();
+    backward();
+    ACCEL_CHECK(allclose(model.sometimes.grad(), full({3}, 4 * average)), mode, ": after zeroing in place");
+  }
+}
+
 void test_timeout(ProcessGroup& group) {
   ::setenv("ACCEL_COLLECTIVE_TIMEOUT", "1", 1);
   Tensor x = ones({3});
@@ -277,6 +308,7 @@ int main() {
   run("ddp_matches_single_process", [&] { test_ddp_matches_single_process(group); });
   run("accumulation_with_no_sync", [&] { test_accumulation_with_no_sync(group); });
   run("unused_parameters", [&] { test_unused_parameters(group); });
+  run("gradients_as_bucket_views", [&] { test_gradients_as_bucket_views(group); });
   run("collective_timeout", [&] { test_timeout(*group); });
   return runner.finish();
 }
