@@ -59,6 +59,17 @@ int cuda_devices() {
 }
 // [end]
 
+// [snippet:memory]
+void print_memory_stats() {
+#ifdef ACCEL_WITH_CUDA
+  const cuda::MemoryStats stats = cuda::memory_stats(0);
+  std::cout << "cuda:0 allocated " << stats.allocated_bytes << " B, reserved " << stats.reserved_bytes << " B, "
+            << stats.num_device_mallocs << " cudaMalloc calls, " << stats.num_cache_hits
+            << " requests served from the cache\n";
+#endif
+}
+// [end]
+
 // One slot of core/kernels.h: whether CUDA fills it, the file whose kernel does (or would),
 // and what the op front end does on CUDA while it is empty.
 struct SlotRow {
@@ -202,16 +213,7 @@ int main(int argc, char** argv) {
       ++failures;
     }
 
-    // [snippet:memory]
-#ifdef ACCEL_WITH_CUDA
-    if (have_gpu) {
-      const cuda::MemoryStats stats = cuda::memory_stats(0);
-      std::cout << "cuda:0 allocated " << stats.allocated_bytes << " B, reserved " << stats.reserved_bytes
-                << " B, " << stats.num_device_mallocs << " cudaMalloc calls, " << stats.num_cache_hits
-                << " requests served from the cache\n";
-    }
-#endif
-    // [end]
+    if (have_gpu) print_memory_stats();
     if (argc > 1) {
 #ifdef ACCEL_WITH_CUDA
       if (!write_slot_diagram(argv[1])) {
