@@ -70,6 +70,7 @@ void print_memory_stats() {
 }
 // [end]
 
+#ifdef ACCEL_WITH_CUDA  // the diagram is of the CUDA column: only a build with the backend has one
 // One slot of core/kernels.h: whether CUDA fills it, the file whose kernel does (or would),
 // and what the op front end does on CUDA while it is empty.
 struct SlotRow {
@@ -132,6 +133,7 @@ bool write_slot_diagram(const std::string& path) {
   dot << "}\n";
   return ok && dot.good();
 }
+#endif
 
 // Linear -> LayerNorm -> GELU -> Linear: a GEMM with a bias, a row reduction, a pointwise op.
 class Mlp : public nn::Module {
