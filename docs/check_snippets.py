@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Keeps the C++ in README.md and docs/*.md equal to the example programs CI builds and runs.
+"""Keeps the code in README.md and docs/*.md equal to the sources CI builds and runs.
 
 Every ```cpp block in README.md and docs/*.md must sit right under a marker naming its source:
 
@@ -11,6 +11,16 @@ Every ```cpp block in README.md and docs/*.md must sit right under a marker nami
 and its text must equal the region of that file between `// [snippet:hooks]` and the next
 `// [end]`, with the region's common indentation removed (so code from inside main() reads
 flush left). The file must be one of the programs examples/CMakeLists.txt builds.
+
+Every ```cuda block (the kernel excerpts of docs/cuda.md) follows the same rule, except that
+its marker names a file of the CUDA backend, which CI compiles wherever nvcc exists:
+
+    <!-- snippet: backends/cuda/elementwise.cuh vectorized-loop -->
+    ```cuda
+    ...
+    ```
+
+(a .cu file must be one backends/cuda/CMakeLists.txt compiles; a .cuh or .h one is included).
 
     python3 docs/check_snippets.py          # check; exit 1 listing every mismatch
     python3 docs/check_snippets.py --fix    # rewrite the doc blocks from the sources
@@ -27,6 +37,7 @@ MARKER = re.compile(r"^<!--\s*snippet:\s*(\S+)\s+(\S+)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)\s*$")
 REGION_START = re.compile(r"^\s*//\s*\[snippet:([\w.-]+)\]\s*$")
 REGION_END = re.compile(r"^\s*//\s*\[end\]\s*$")
+CUDA_BACKEND = ROOT / "backends" / "cuda"
 
 
 def regions(path):
@@ -80,6 +91,7 @@ def main():
     args = parser.parse_args()
 
     built = (ROOT / "examples" / "CMakeLists.txt").read_text()
+    cuda_built = (CUDA_BACKEND / "CMakeLists.txt").read_text()
     cache, problems, checked = {}, [], 0
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = doc.read_text()
@@ -87,17 +99,25 @@ def main():
         replacements = []
         for marker, start, end, language, body in code_blocks(text):
             where = f"{doc.relative_to(ROOT)}:{start + 1}"
-            if language not in ("cpp", "c++", "cc") and not marker:
+            is_kernel = language == "cuda"
+            if language not in ("cpp", "c++", "cc") and not is_kernel and not marker:
                 continue
             if not marker:
-                problems.append(f"{where}: a ```{language} block without <!-- snippet: examples/FILE.cc NAME -->")
+                expected_source = "backends/cuda/FILE.cu" if is_kernel else "examples/FILE.cc"
+                problems.append(f"{where}: a ```{language} block without <!-- snippet: {expected_source} NAME -->")
                 continue
             source_name, name = marker.groups()
             source = ROOT / source_name
             if not source.is_file():
                 problems.append(f"{where}: {source_name} does not exist")
                 continue
-            if source.parent != ROOT / "examples" or re.search(rf"\b{re.escape(source.stem)}\b", built) is None:
+            if is_kernel:
+                compiled = source.suffix != ".cu" or re.search(rf"^\s*{re.escape(source.name)}\s*$", cuda_built, re.M)
+                if source.parent != CUDA_BACKEND or source.suffix not in (".cu", ".cuh", ".h") or not compiled:
+                    problems.append(f"{where}: a ```cuda block quotes {source_name}, not a source that "
+                                    "backends/cuda/CMakeLists.txt compiles")
+                    continue
+            elif source.parent != ROOT / "examples" or re.search(rf"\b{re.escape(source.stem)}\b", built) is None:
                 problems.append(f"{where}: {source_name} is not a program examples/CMakeLists.txt builds")
                 continue
             if source not in cache:
@@ -129,7 +149,7 @@ def main():
     if problems:
         print(f"check_snippets: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"check_snippets: {checked} snippet(s) match their example programs")
+    print(f"check_snippets: {checked} snippet(s) match their sources")
     return 0
 
 

@@ -51,6 +51,7 @@ class CachingAllocator final : public Allocator {
                 ": no CUDA device is available (cudaGetDeviceCount found none)");
     ACCEL_CHECK(device.index >= 0 && device.index < count && device.index < kMaxDevices, "cannot allocate on ",
                 device.str(), ": only ", count, " CUDA device(s) present");
+    // [snippet:cache-lookup]
     const size_t size = round_allocation_size(nbytes);
     cudaStream_t stream = current_stream(device.index);
     std::lock_guard<std::mutex> lock(mutex_);
@@ -65,6 +66,7 @@ class CachingAllocator final : public Allocator {
     } else {
       block.ptr = device_malloc(device.index, size, pool);
     }
+    // [end]
     pool.live.emplace(block.ptr, block);
     pool.stats.allocated_bytes += static_cast<int64_t>(block.size);
     pool.stats.peak_allocated_bytes = std::max(pool.stats.peak_allocated_bytes, pool.stats.allocated_bytes);

@@ -161,7 +161,7 @@ struct KernelContext {
 };
 
 // ---- reductions -------------------------------------------------------------------------
-
+// [snippet:block-reduce]
 template <typename T, typename Op>
 __device__ __forceinline__ T warp_reduce(T value, Op op) {
 #pragma unroll
@@ -185,7 +185,7 @@ __device__ __forceinline__ T block_reduce(T value, Op op, T identity, T* shared)
   __syncthreads();
   return shared[0];
 }
-
+// [end]
 struct SumOp {
   template <typename T>
   __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
@@ -196,7 +196,7 @@ struct MaxOp {
 };
 
 // ---- Philox (the stream of core/random.h, bit for bit) ----------------------------------
-
+// [snippet:philox]
 __device__ __forceinline__ uint4 philox_block_device(uint64_t seed, uint64_t block_index) {
   uint32_t c0 = uint32_t(block_index), c1 = uint32_t(block_index >> 32), c2 = 0, c3 = 0;
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
@@ -211,7 +211,7 @@ __device__ __forceinline__ uint4 philox_block_device(uint64_t seed, uint64_t blo
   }
   return make_uint4(c0, c1, c2, c3);
 }
-
+// [end]
 __device__ __forceinline__ uint32_t philox_word(const uint4& w, int lane) {
   return lane == 0 ? w.x : lane == 1 ? w.y : lane == 2 ? w.z : w.w;
 }

@@ -21,7 +21,7 @@ template <int V, typename T>
 struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
-
+// [snippet:vectorized]
 /// Elements per thread: as many as fit 16 bytes of the widest operand.
 template <typename Out, typename... In>
 __host__ __device__ constexpr int vector_width() {
@@ -53,7 +53,7 @@ __global__ void elementwise_contiguous_kernel(int64_t n, bool vectorized, Out* o
     }
   }
 }
-
+// [end]
 template <typename Out, typename F, typename Ptrs, size_t... I>
 __device__ __forceinline__ void apply_strided(Out* out, const int64_t* offsets, const F& f, const Ptrs& in,
                                               ::cuda::std::index_sequence<I...>) {

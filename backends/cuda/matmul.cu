@@ -114,7 +114,7 @@ Operand operand_of(const Tensor& t, int64_t batch) {
 void check_int(int64_t value, const char* what) {
   ACCEL_CHECK(value <= INT_MAX, "matmul on cuda: ", what, " = ", value, " exceeds cuBLAS's int range");
 }
-
+// [snippet:gemm-batched]
 // out = a @ b (+ beta * out) through cublasGemmStridedBatchedEx.
 void gemm_batched(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
@@ -131,7 +131,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, const Tensor& out, double be
       x.batch_stride, y.data, types.data, int(y.ld), y.batch_stride, s.beta(types.scale), out.data_ptr(), types.data,
       int(N), M * N, int(B), types.compute, CUBLAS_GEMM_DEFAULT));
 }
-
+// [end]
 struct LtDescriptors {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t x = nullptr, y = nullptr, c = nullptr;

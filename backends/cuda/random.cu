@@ -57,7 +57,7 @@ void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t o
     ACCEL_CUDA_CHECK_LAUNCH();
   });
 }
-
+// [snippet:dropout]
 template <typename T>
 __global__ void dropout_kernel_device(const T* x, T* out, bool* keep, int64_t n, float threshold,
                                       compute_t<T> scale, uint64_t seed, uint64_t offset) {
@@ -72,7 +72,7 @@ __global__ void dropout_kernel_device(const T* x, T* out, bool* keep, int64_t n,
     }
   }
 }
-
+// [end]
 void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
   const int64_t n = x.numel();
   if (n == 0) return;

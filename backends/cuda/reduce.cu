@@ -29,7 +29,7 @@ struct Candidate {
 
 template <typename C>
 __device__ __forceinline__ bool is_nan(C v) { return v != v; }
-
+// [snippet:nan-and-ties]
 // The better of two candidates under the CPU's rules.
 template <typename C>
 __device__ __forceinline__ Candidate<C> better(Candidate<C> a, Candidate<C> b, bool want_max) {
@@ -43,7 +43,7 @@ __device__ __forceinline__ Candidate<C> better(Candidate<C> a, Candidate<C> b, b
   if (a.value == b.value) return a.index < b.index ? a : b;
   return (want_max ? a.value > b.value : a.value < b.value) ? a : b;
 }
-
+// [end]
 template <typename T>
 __global__ void reduce_kernel_device(ReduceOp op, const T* in, ReduceGeometry g, T* out, int64_t* out_index,
                                      int64_t* indices, int64_t correction) {
