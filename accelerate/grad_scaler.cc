@@ -31,7 +31,7 @@ void GradScaler::unscale_(nn::Optimizer& optimizer) {
     }
   }
   if (group_) {
-    Tensor any = scalar_tensor(found_inf_ ? 1 : 0, kInt32).reshape({1});
+    Tensor any = scalar_tensor(found_inf_ ? 1 : 0, kInt32, group_device_).reshape({1});
     group_->all_reduce(any, distributed::Reduce::Max)->wait();
     found_inf_ = any.item<int32_t>() != 0;
   }
