@@ -5,12 +5,14 @@
 // tensors given to them); save_state writes CPU copies that load_state puts back on the device,
 // after which training continues as if never interrupted; fp16 steps run through the
 // GradScaler's inf check; ZeRO is refused with a clear error. Without a GPU every test skips
-// and says why. One process: the NCCL group itself is tested by test_nccl.
+// and says why (ACCEL_CUDA_HARNESS_SELF_TEST=1: see below). One process: the NCCL group
+// itself is tested by test_nccl.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "accelerate/accelerator.h"
@@ -32,6 +34,15 @@ using testing::synthetic_features;
 using testing::tiny_config;
 namespace fs = std::filesystem;
 
+// ACCEL_CUDA_HARNESS_SELF_TEST=1 (as for test_cuda_ops) runs these tests on a machine without
+// a GPU with the CPU standing in for CUDA: the "GPU" run gets options.cpu too, so every
+// comparison must hold exactly. It proves the tests themselves sound before a GPU session
+// spends its minutes on them. The tests that need a real GPU still skip.
+bool harness_self_test() {
+  const char* value = std::getenv("ACCEL_CUDA_HARNESS_SELF_TEST");
+  return value != nullptr && std::string(value) == "1";
+}
+
 #define SKIP_WITHOUT_GPU()                                                                                   \
   do {                                                                                                       \
     if (visible_cuda_devices() == 0) {                                                                       \
@@ -40,7 +51,13 @@ namespace fs = std::filesystem;
     }                                                                                                        \
   } while (0)
 
-const Device kCuda0(DeviceType::CUDA, 0);
+#define SKIP_WITHOUT_GPU_UNLESS_SELF_TEST()       \
+  do {                                           \
+    if (!harness_self_test()) SKIP_WITHOUT_GPU(); \
+  } while (0)
+
+// The device under test: cuda:0, or the CPU in the self-test.
+Device device_under_test() { return harness_self_test() ? kCPU : Device(DeviceType::CUDA, 0); }
 
 std::map<std::string, Tensor> cpu_copy(const std::map<std::string, Tensor>& state) {
   std::map<std::string, Tensor> copy;
@@ -61,7 +78,7 @@ struct TrainingRun {
 TrainingRun make_run(bool cpu, std::string mixed_precision = "no") {
   TrainingRun run;
   AcceleratorOptions options;
-  options.cpu = cpu;
+  options.cpu = cpu || harness_self_test();
   options.mixed_precision = std::move(mixed_precision);
   run.accelerator = std::make_unique<Accelerator>(options);
   manual_seed(1234);
@@ -108,14 +125,14 @@ class AcceleratorCudaTest : public ::testing::Test {
 TEST_F(AcceleratorCudaTest, PicksTheGpuAndPreparesOntoIt) {
   SKIP_WITHOUT_GPU();
   TrainingRun run = make_run(/*cpu=*/false);
-  EXPECT_EQ(run.accelerator->device(), kCuda0);
+  EXPECT_EQ(run.accelerator->device(), device_under_test());
   EXPECT_EQ(run.accelerator->process_group().backend(), "single");
-  for (const auto& [name, p] : run.model->named_parameters()) EXPECT_EQ(p.device(), kCuda0) << name;
+  for (const auto& [name, p] : run.model->named_parameters()) EXPECT_EQ(p.device(), device_under_test()) << name;
   EXPECT_EQ(make_run(/*cpu=*/true).accelerator->device(), kCPU);
 }
 
 TEST_F(AcceleratorCudaTest, TrainsTinyBertLikeTheCpu) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   TrainingRun cpu = make_run(/*cpu=*/true);
   TrainingRun gpu = make_run(/*cpu=*/false);
   const std::vector<double> cpu_losses = train_epoch(cpu);
@@ -132,23 +149,23 @@ TEST_F(AcceleratorCudaTest, TrainsTinyBertLikeTheCpu) {
 }
 
 TEST_F(AcceleratorCudaTest, CollectivesTakeCudaTensors) {
-  SKIP_WITHOUT_GPU();
-  Accelerator accelerator;
-  ASSERT_EQ(accelerator.device(), kCuda0);
-  Tensor x = arange(6, kFloat32).reshape({3, 2}).to(kCuda0);
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  Accelerator accelerator(AcceleratorOptions{.cpu = harness_self_test()});
+  ASSERT_EQ(accelerator.device(), device_under_test());
+  Tensor x = arange(6, kFloat32).reshape({3, 2}).to(device_under_test());
   Tensor gathered = accelerator.gather(x);
-  EXPECT_EQ(gathered.device(), kCuda0);
+  EXPECT_EQ(gathered.device(), device_under_test());
   EXPECT_TRUE(equal(gathered.to(kCPU), x.to(kCPU)));
   EXPECT_EQ(accelerator.gather(arange(4, kInt64)).device(), kCPU);  // a CPU tensor comes back on the CPU
   EXPECT_TRUE(equal(accelerator.reduce(x, "mean").to(kCPU), x.to(kCPU)));
-  EXPECT_EQ(accelerator.pad_across_processes(x, 1, -1).device(), kCuda0);
+  EXPECT_EQ(accelerator.pad_across_processes(x, 1, -1).device(), device_under_test());
 
   auto loader = std::make_shared<data::DataLoader>(synthetic_features(10, 3), data::DataLoaderOptions{.batch_size = 4});
   auto [batches] = accelerator.prepare(loader);
   int64_t seen = 0;
   for (auto& batch : *batches) {
     Tensor labels = accelerator.gather_for_metrics(batch.labels);
-    EXPECT_EQ(labels.device(), kCuda0);
+    EXPECT_EQ(labels.device(), device_under_test());
     seen += labels.size(0);
   }
   EXPECT_EQ(seen, 10);
@@ -157,7 +174,7 @@ TEST_F(AcceleratorCudaTest, CollectivesTakeCudaTensors) {
 // save_state after one epoch, then a second epoch; a fresh run that loads the checkpoint and
 // trains the second epoch must end where the first did.
 TEST_F(AcceleratorCudaTest, SaveStateAndLoadStateRoundTrip) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   TrainingRun first = make_run(/*cpu=*/false);
   train_epoch(first);
   const std::map<std::string, Tensor> at_save = cpu_copy(first.model->state_dict());
@@ -170,7 +187,7 @@ TEST_F(AcceleratorCudaTest, SaveStateAndLoadStateRoundTrip) {
 
   TrainingRun resumed = make_run(/*cpu=*/false);
   resumed.accelerator->load_state(dir);
-  for (const auto& [name, p] : resumed.model->named_parameters()) EXPECT_EQ(p.device(), kCuda0) << name;
+  for (const auto& [name, p] : resumed.model->named_parameters()) EXPECT_EQ(p.device(), device_under_test()) << name;
   EXPECT_EQ(max_relative_difference(cpu_copy(resumed.model->state_dict()), at_save), 0.0);
   const std::vector<double> after_resume = train_epoch(resumed);  // the momentum buffers came back to CUDA
   ASSERT_EQ(after_resume.size(), continued.size());
@@ -181,7 +198,7 @@ TEST_F(AcceleratorCudaTest, SaveStateAndLoadStateRoundTrip) {
 }
 
 TEST_F(AcceleratorCudaTest, Fp16StepsRunThroughTheScaler) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   TrainingRun run = make_run(/*cpu=*/false, "fp16");
   ASSERT_NE(run.accelerator->scaler(), nullptr);
   const std::map<std::string, Tensor> before = cpu_copy(run.model->state_dict());
