@@ -37,6 +37,16 @@ int64_t env_int(const char* name, const std::string& value) {
   ACCEL_FAIL(name, "=\"", value, "\" is not an integer");
 }
 
+// The group between the GPU processes of a job: NCCL. Never reached in a build without CUDA,
+// where visible_cuda_devices() is 0.
+std::shared_ptr<distributed::ProcessGroup> make_gpu_group() {
+#ifdef ACCEL_WITH_CUDA
+  return distributed::make_nccl_group();
+#else
+  ACCEL_FAIL("Accelerator: CUDA processes talk through NCCL, which this build without CUDA does not have");
+#endif
+}
+
 }  // namespace
 
 AcceleratorOptions AcceleratorOptions::from_env(AcceleratorOptions base) {
@@ -154,33 +164,32 @@ void Accelerator::place(std::shared_ptr<distributed::ProcessGroup> group) {
   const int visible = options_.cpu ? 0 : visible_cuda_devices();  // --cpu never asks the driver
   const bool backend_named = std::getenv("ACCEL_BACKEND") != nullptr && *std::getenv("ACCEL_BACKEND") != '\0';
   if (!group && (visible == 0 || backend_named)) group = distributed::make_default_group();
-  int processes = 1;
+  std::function<std::shared_ptr<distributed::ProcessGroup>()> make_group;  // built once the device is settled
   if (group) {
     // The group wins; the device follows it: CUDA only where its collectives take CUDA tensors.
     const bool takes_cuda = group->backend() == "nccl" || group->backend() == "single";
     device_ = accelerator_device(!takes_cuda, visible, group->local_rank());
-  } else if (distributed::started_by_mpi_launcher()) {
-    std::shared_ptr<distributed::ProcessGroup> mpi = distributed::make_mpi_group();
-    processes = mpi->size();
-    device_ = accelerator_device(false, visible, distributed::local_rank_from_environment(mpi->local_rank()));
   } else {
-    processes = distributed::rendezvous_plan_from_environment().world_size;
-    device_ = accelerator_device(false, visible, distributed::local_rank_from_environment(0));
+    int processes = 1, local_rank = 0;
+    if (distributed::started_by_mpi_launcher()) {
+      std::shared_ptr<distributed::ProcessGroup> mpi = distributed::make_mpi_group();
+      processes = mpi->size();
+      local_rank = distributed::local_rank_from_environment(mpi->local_rank());
+    } else {
+      processes = distributed::rendezvous_plan_from_environment().world_size;
+      local_rank = distributed::local_rank_from_environment(0);
+    }
+    device_ = accelerator_device(false, visible, local_rank);
+    make_group = [processes] {
+      return processes > 1 ? make_gpu_group() : distributed::make_single_process_group();
+    };
   }
   ACCEL_CHECK(options_.zero_stage == 0 || device_.is_cpu(), "Accelerator: ZeRO stage ", options_.zero_stage,
               " needs the CPU for now (it packs its shards with host memory copies): expected the CPU "
               "(AcceleratorOptions::cpu, ACCEL_USE_CPU=1 or `accel launch --cpu`), found ", device_,
               " chosen from ", visible, " visible CUDA device(s); or use zero_stage 0 (DDP), which runs on CUDA");
   make_device_current(device_);
-  if (group) {
-    group_ = std::move(group);
-    return;
-  }
-#ifdef ACCEL_WITH_CUDA
-  group_ = processes > 1 ? distributed::make_nccl_group() : distributed::make_single_process_group();
-#else
-  ACCEL_FAIL("Accelerator: internal error: ", device_, " was chosen in a build without CUDA");
-#endif
+  group_ = group ? std::move(group) : make_group();
 }
 
 void Accelerator::prepare_model(std::shared_ptr<nn::Module> model) {
