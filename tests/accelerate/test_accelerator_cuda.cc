@@ -2,11 +2,11 @@
 // by itself. A tiny BERT trained on CUDA for a few steps must end within 1e-4 relative of the
 // same training on the CPU (options.cpu); prepared models and batches live on the device;
 // gather, reduce, pad_across_processes and gather_for_metrics work on CUDA tensors (and on CPU
-// tensors given to them); save_state writes CPU copies that load_state puts back on the device,
-// after which training continues as if never interrupted; fp16 steps run through the
-// GradScaler's inf check; ZeRO is refused with a clear error. Without a GPU every test skips
-// and says why (ACCEL_CUDA_HARNESS_SELF_TEST=1: see below). One process: the NCCL group
-// itself is tested by test_nccl.
+// tensors given to them); save_state writes CPU copies that load_state puts back on the
+// device, after which training continues as if never interrupted (also on the CPU); fp16
+// steps run through the GradScaler's inf check; ZeRO is refused with a clear error. Without a
+// GPU every test skips and says why (ACCEL_CUDA_HARNESS_SELF_TEST=1: see below). One
+// process: the NCCL group itself is tested by test_nccl.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -195,6 +195,15 @@ TEST_F(AcceleratorCudaTest, SaveStateAndLoadStateRoundTrip) {
     EXPECT_NEAR(after_resume[i], continued[i], 1e-5 * std::abs(continued[i])) << "step " << i;
   }
   EXPECT_LT(max_relative_difference(cpu_copy(resumed.model->state_dict()), cpu_copy(first.model->state_dict())), 1e-5);
+
+  // The same checkpoint resumes on the CPU: same files, the state follows the parameters.
+  TrainingRun on_cpu = make_run(/*cpu=*/true);
+  on_cpu.accelerator->load_state(dir);
+  EXPECT_EQ(max_relative_difference(on_cpu.model->state_dict(), at_save), 0.0);
+  const std::vector<double> after_cpu_resume = train_epoch(on_cpu);
+  for (size_t i = 0; i < continued.size(); ++i) {
+    EXPECT_NEAR(after_cpu_resume[i], continued[i], 1e-4 * std::abs(continued[i])) << "step " << i << " on the CPU";
+  }
 }
 
 TEST_F(AcceleratorCudaTest, Fp16StepsRunThroughTheScaler) {
