@@ -327,6 +327,26 @@ TEST_F(AcceleratorTest, GradScalerFollowsPyTorchRules) {
   EXPECT_EQ(scaler.get_scale(), 1024.0);
 }
 
+// One non-finite element in any gradient skips the step, whichever gradient holds it.
+TEST_F(AcceleratorTest, GradScalerFindsInfOrNanInAnyGradient) {
+  GradScaler scaler({.init_scale = 4.0});
+  Tensor a = ones({3}).requires_grad_(), b = ones({2, 2}).requires_grad_(), unused = ones({1}).requires_grad_();
+  nn::SGD sgd(std::vector<Tensor>{a, b, unused}, {.lr = 0.1});
+  for (double bad : {INFINITY, -INFINITY, NAN}) {
+    for (int holder = 0; holder < 2; ++holder) {
+      a.set_grad(full({3}, 4.0));
+      b.set_grad(full({2, 2}, 4.0));
+      Tensor& target = holder == 0 ? a.mutable_grad() : b.mutable_grad();
+      target.view({-1}).narrow(0, 1, 1).fill_(bad);
+      EXPECT_FALSE(scaler.step(sgd)) << bad << " in gradient " << holder;
+      scaler.update();
+    }
+  }
+  a.set_grad(full({3}, 4.0));
+  b.set_grad(full({2, 2}, 4.0));
+  EXPECT_TRUE(scaler.step(sgd));  // finite everywhere (the unused parameter has no gradient)
+}
+
 TEST_F(AcceleratorTest, Fp16SkippedStepDoesNotStepTheScheduler) {
   TrainingRun run = make_run(dir_.string(), 1, "fp16");
   ASSERT_NE(run.accelerator->scaler(), nullptr);
