@@ -6,9 +6,16 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "accelerate/device_choice.h"
 #include "core/autograd/grad_mode.h"
 #include "core/random.h"
 #include "core/trace.h"
+#include "distributed/mpi.h"
+#include "distributed/rendezvous.h"
+
+#ifdef ACCEL_WITH_CUDA
+#include "distributed/nccl.h"
+#endif
 
 namespace accel {
 
@@ -28,6 +35,16 @@ int64_t env_int(const char* name, const std::string& value) {
   } catch (const std::exception&) {
   }
   ACCEL_FAIL(name, "=\"", value, "\" is not an integer");
+}
+
+// The group between the GPU processes of a job: NCCL. Never reached in a build without CUDA,
+// where visible_cuda_devices() is 0.
+std::shared_ptr<distributed::ProcessGroup> make_gpu_group() {
+#ifdef ACCEL_WITH_CUDA
+  return distributed::make_nccl_group();
+#else
+  ACCEL_FAIL("Accelerator: CUDA processes talk through NCCL, which this build without CUDA does not have");
+#endif
 }
 
 }  // namespace
@@ -121,7 +138,7 @@ void PreparedDataLoader::Iterator::fetch() {
 // ---- Accelerator ----
 
 Accelerator::Accelerator(AcceleratorOptions options, std::shared_ptr<distributed::ProcessGroup> group)
-    : options_(std::move(options)), group_(group ? std::move(group) : distributed::make_default_group()) {
+    : options_(std::move(options)) {
   const std::string& mp = options_.mixed_precision;
   ACCEL_CHECK(mp == "no" || mp == "fp16" || mp == "bf16", "Accelerator: mixed_precision must be no, fp16 or bf16, got \"",
               mp, "\"");
@@ -133,12 +150,47 @@ Accelerator::Accelerator(AcceleratorOptions options, std::shared_ptr<distributed
     ACCEL_CHECK(tracker == "jsonl" || tracker == "tensorboard" || tracker == "all", "Accelerator: unknown tracker \"",
                 tracker, "\" (expected jsonl, tensorboard or all)");
   }
-  device_ = kCPU;  // CUDA devices are chosen here once the CUDA backend runs kernels
+  place(std::move(group));
   if (mp == "fp16") scaler_.emplace();
   if (options_.seed) set_seed(*options_.seed);
 }
 
 Accelerator::~Accelerator() = default;
+
+// The device and the process group (the rule is in accelerator.h). The device is settled
+// before any group is built, so that a run that cannot work (ZeRO on CUDA, a local rank
+// without a GPU) fails before NCCL starts.
+void Accelerator::place(std::shared_ptr<distributed::ProcessGroup> group) {
+  const int visible = options_.cpu ? 0 : visible_cuda_devices();  // --cpu never asks the driver
+  const bool backend_named = std::getenv("ACCEL_BACKEND") != nullptr && *std::getenv("ACCEL_BACKEND") != '\0';
+  if (!group && (visible == 0 || backend_named)) group = distributed::make_default_group();
+  std::function<std::shared_ptr<distributed::ProcessGroup>()> make_group;  // built once the device is settled
+  if (group) {
+    // The group wins; the device follows it: CUDA only where its collectives take CUDA tensors.
+    const bool takes_cuda = group->backend() == "nccl" || group->backend() == "single";
+    device_ = accelerator_device(!takes_cuda, visible, group->local_rank());
+  } else {
+    int processes = 1, local_rank = 0;
+    if (distributed::started_by_mpi_launcher()) {
+      std::shared_ptr<distributed::ProcessGroup> mpi = distributed::make_mpi_group();
+      processes = mpi->size();
+      local_rank = distributed::local_rank_from_environment(mpi->local_rank());
+    } else {
+      processes = distributed::rendezvous_plan_from_environment().world_size;
+      local_rank = distributed::local_rank_from_environment(0);
+    }
+    device_ = accelerator_device(false, visible, local_rank);
+    make_group = [processes] {
+      return processes > 1 ? make_gpu_group() : distributed::make_single_process_group();
+    };
+  }
+  ACCEL_CHECK(options_.zero_stage == 0 || device_.is_cpu(), "Accelerator: ZeRO stage ", options_.zero_stage,
+              " needs the CPU for now (it packs its shards with host memory copies): expected the CPU "
+              "(AcceleratorOptions::cpu, ACCEL_USE_CPU=1 or `accel launch --cpu`), found ", device_,
+              " chosen from ", visible, " visible CUDA device(s); or use zero_stage 0 (DDP), which runs on CUDA");
+  make_device_current(device_);
+  group_ = group ? std::move(group) : make_group();
+}
 
 void Accelerator::prepare_model(std::shared_ptr<nn::Module> model) {
   model->to(device_);
@@ -162,7 +214,7 @@ void Accelerator::attach_zero() {
   zero_ = std::make_unique<distributed::ZeroEngine>(
       *models_[0], optimizers_[0]->optimizer(), group_,
       distributed::ZeroOptions{.stage = options_.zero_stage, .bucket_bytes = options_.ddp.bucket_bytes});
-  if (scaler_) scaler_->set_process_group(group_);  // shards differ: agree on inf/NaN
+  if (scaler_) scaler_->set_process_group(group_, device_);  // shards differ: agree on inf/NaN
 }
 
 std::map<std::string, Tensor> Accelerator::get_state_dict(const nn::Module& model) {
@@ -223,13 +275,16 @@ double Accelerator::clip_grad_norm_(const std::vector<Tensor>& parameters, doubl
   return nn::clip_grad_norm_(parameters, max_norm, norm_type);
 }
 
+// The collectives below run on device() copies of their inputs (the NCCL group takes only
+// its GPU's tensors) and return results on the input's device.
 Tensor Accelerator::gather(const Tensor& tensor) {
-  Tensor input = tensor.dim() == 0 ? tensor.reshape({1}) : tensor.contiguous();
+  NoGradGuard no_grad;
+  Tensor input = (tensor.dim() == 0 ? tensor.reshape({1}) : tensor).to(device_).contiguous();
   Shape out_shape = input.sizes();
   out_shape[0] *= num_processes();
-  Tensor output = empty(out_shape, {input.dtype(), input.device()});
+  Tensor output = empty(out_shape, {input.dtype(), device_});
   group_->all_gather(input, output)->wait();
-  return output;
+  return output.to(tensor.device());
 }
 
 Tensor Accelerator::gather_for_metrics(const Tensor& tensor) {
@@ -237,21 +292,21 @@ Tensor Accelerator::gather_for_metrics(const Tensor& tensor) {
   if (!end_of_dataloader_) return gathered;
   // The last round duplicated last_batch_padding_ samples (summed over ranks): drop them.
   // Every rank takes part in the sum, also those without padding: collectives must match.
-  int64_t padding_total = reduce(scalar_tensor(last_batch_padding_, kInt64), "sum").item<int64_t>();
+  int64_t padding_total = reduce(scalar_tensor(last_batch_padding_, kInt64, device_), "sum").item<int64_t>();
   return gathered.narrow(0, 0, gathered.size(0) - padding_total);
 }
 
 Tensor Accelerator::reduce(const Tensor& tensor, const std::string& reduction) {
   ACCEL_CHECK(reduction == "sum" || reduction == "mean", "reduce: reduction must be sum or mean, got \"", reduction, "\"");
   NoGradGuard no_grad;
-  Tensor out = tensor.clone();
+  Tensor out = tensor.to(device_).clone();
   group_->all_reduce(out, reduction == "sum" ? distributed::Reduce::Sum : distributed::Reduce::Avg)->wait();
-  return out;
+  return out.to(tensor.device());
 }
 
 Tensor Accelerator::pad_across_processes(const Tensor& tensor, int64_t dim, double pad_index) {
   int64_t d = wrap_dim(dim, tensor.dim(), "pad_across_processes");
-  Tensor size = scalar_tensor(tensor.size(d), kInt64).reshape({1});
+  Tensor size = scalar_tensor(tensor.size(d), kInt64, device_).reshape({1});
   group_->all_reduce(size, distributed::Reduce::Max)->wait();
   int64_t target = size.item<int64_t>();
   if (target == tensor.size(d)) return tensor;

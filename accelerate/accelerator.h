@@ -153,6 +153,19 @@ class PreparedDataLoader {
   int64_t skip_next_ = 0;
 };
 
+/// Device and process group, chosen as Hugging Face Accelerate chooses them (the GPU of the
+/// process's local rank, NCCL between GPU processes):
+///   - options.cpu, a build without CUDA, or no visible GPU: the CPU and
+///     distributed::make_default_group() (MPI under mpirun, else one process).
+///   - otherwise cuda:L for the local rank L (LOCAL_RANK, else OMPI_COMM_WORLD_LOCAL_RANK, else
+///     MPI's node-local rank; accelerate/device_choice.h), made the current device. A job of
+///     several processes (mpirun, or RANK/WORLD_SIZE with a rendezvous) gets
+///     distributed::make_nccl_group(), one process the single-process group. The small
+///     tensors the Accelerator and DDP exchange (padding counts, inf flags, model fingerprints)
+///     travel over that same group, on the device: there is no second, CPU group.
+///   - a group passed in, or one named by ACCEL_BACKEND, wins, and the device follows it: CUDA
+///     where its collectives take CUDA tensors (nccl, single), the CPU for MPI.
+/// ZeRO (zero_stage 1-3) runs on the CPU only for now: on a CUDA device the constructor throws.
 class Accelerator {
  public:
   explicit Accelerator(AcceleratorOptions options = AcceleratorOptions::from_env(),
@@ -217,6 +230,7 @@ class Accelerator {
 
   /// @name collectives
   /// @{
+  /// They run on device() copies of their inputs and return results on the input's device.
   /// Concatenates every process's tensor along dim 0.
   Tensor gather(const Tensor& tensor);
   /// gather, then drops the samples even_batches duplicated in the last batch of an epoch.
@@ -293,6 +307,7 @@ class Accelerator {
       static_assert(sizeof(T) == 0, "prepare: expected a model, optimizer, data loader or scheduler");
     }
   }
+  void place(std::shared_ptr<distributed::ProcessGroup> group);
   void prepare_model(std::shared_ptr<nn::Module> model);
   void attach_zero();
   void prepare_loader(data::DataLoader& loader);

@@ -17,8 +17,10 @@
 //   otherwise:     the last batch may be short and some ranks get one batch fewer.
 // A single process is not sharded (as in Accelerate): the last batch may be short.
 //
-// Prefetch. One worker thread per epoch prepares batch k+1 (collate + move to the device)
-// while the caller works on batch k; prefetched_ is a one-slot queue guarded by mutex_.
+// Prefetch. One worker thread per epoch collates batch k+1 while the caller works on batch
+// k; prefetched_ is a one-slot queue guarded by mutex_. The move to the device happens in
+// next(), on the caller's thread: a CUDA copy then runs on the caller's current device and
+// stream, ordered before the kernels that read the batch (the worker's would be on its own).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -264,7 +266,7 @@ std::optional<Batch> DataLoader::next() {
     batch = make_batch(position_);
   }
   ++position_;
-  return batch;
+  return batch->to(options_.device);
 }
 
 Batch DataLoader::make_batch(int64_t batch_index) const {
@@ -274,7 +276,7 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
   for (int64_t index : indices) rows.push_back(&(*features_)[index]);
   Batch batch = collate(rows, indices, options_.pad_token_id, options_.regression);
   batch.num_padding_samples = plan_->num_padding[batch_index];
-  return batch.to(options_.device);
+  return batch;
 }
 
 void DataLoader::stop_prefetch() {

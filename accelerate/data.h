@@ -118,7 +118,7 @@ class DataLoader {
 
  private:
   struct Plan;
-  Batch make_batch(int64_t batch_index) const;
+  Batch make_batch(int64_t batch_index) const;  ///< collated, on the CPU
   void stop_prefetch();
 
   std::shared_ptr<const std::vector<Features>> features_;

@@ -20,18 +20,22 @@ void GradScaler::unscale_(nn::Optimizer& optimizer) {
   if (!options_.enabled || unscaled_) return;
   NoGradGuard no_grad;
   double inverse = 1.0 / scale_;
-  found_inf_ = false;
+  // The largest magnitude of a gradient is inf or NaN exactly when one of its elements is (max
+  // propagates NaN), and so is the sum of those maxima (in float64 it cannot overflow): one
+  // sum on the gradients' device, read once, instead of one device-to-host read per gradient.
+  Tensor sum_of_maxima;  // () float64
   for (nn::ParamGroup& group : optimizer.param_groups()) {
     for (Tensor& p : group.params) {
       if (!p.grad().defined()) continue;
       Tensor& g = p.mutable_grad();
       g.mul_(inverse);
-      // The largest magnitude is inf or NaN exactly when some element is (max propagates NaN).
-      if (!found_inf_ && !std::isfinite(amax(abs(g)).item_double())) found_inf_ = true;
+      Tensor largest = amax(abs(g)).to(kFloat64);
+      sum_of_maxima = sum_of_maxima.defined() ? sum_of_maxima + largest : largest;
     }
   }
+  found_inf_ = sum_of_maxima.defined() && !std::isfinite(sum_of_maxima.item_double());
   if (group_) {
-    Tensor any = scalar_tensor(found_inf_ ? 1 : 0, kInt32).reshape({1});
+    Tensor any = scalar_tensor(found_inf_ ? 1 : 0, kInt32, group_device_).reshape({1});
     group_->all_reduce(any, distributed::Reduce::Max)->wait();
     found_inf_ = any.item<int32_t>() != 0;
   }

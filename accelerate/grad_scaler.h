@@ -36,8 +36,12 @@ class GradScaler {
   void update();
 
   /// With gradients sharded across processes (ZeRO), each sees only its shard: unscale_ then
-  /// agrees with the group on whether any process found an inf/NaN.
-  void set_process_group(std::shared_ptr<distributed::ProcessGroup> group) { group_ = std::move(group); }
+  /// agrees with the group on whether any process found an inf/NaN, through a flag on
+  /// `device` (the NCCL group takes only its GPU's tensors).
+  void set_process_group(std::shared_ptr<distributed::ProcessGroup> group, Device device = kCPU) {
+    group_ = std::move(group);
+    group_device_ = device;
+  }
 
   double get_scale() const { return scale_; }
   bool is_enabled() const { return options_.enabled; }
@@ -51,6 +55,7 @@ class GradScaler {
   bool unscaled_ = false;
   bool found_inf_ = false;
   std::shared_ptr<distributed::ProcessGroup> group_;
+  Device group_device_ = kCPU;
 };
 
 }  // namespace accel

@@ -56,6 +56,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
   };
 
   std::shared_ptr<ProcessGroup> group;
+  Device device = kCPU;  // the parameters': where the small flag and fingerprint tensors go
   DDPOptions options;
   std::vector<Slot> slots;
   std::vector<Bucket> buckets;
@@ -168,7 +169,7 @@ struct DistributedDataParallel::Reducer : std::enable_shared_from_this<Reducer> 
     launch_ready_buckets();
     if (options.find_unused_parameters) {
       // A parameter no rank used keeps no gradient, as in single-process training.
-      Tensor anywhere = from_vector<int32_t>(used);
+      Tensor anywhere = from_vector<int32_t>(used).to(device);
       group->all_reduce(anywhere, Reduce::Max)->wait();
       used = anywhere.to_vector<int32_t>();
     }
@@ -215,8 +216,9 @@ DistributedDataParallel::DistributedDataParallel(const nn::Module& module, std::
 
   std::vector<Tensor> tensors;
   for (auto& [name, p] : parameters) tensors.push_back(p);
-  Tensor local = parameter_signature(tensors);
-  Tensor all = empty({r.group->size() * 3}, {kInt64});
+  if (!tensors.empty()) r.device = tensors.front().device();
+  Tensor local = parameter_signature(tensors).to(r.device);
+  Tensor all = empty({r.group->size() * 3}, {kInt64, r.device});
   r.group->all_gather(local, all)->wait();
   std::vector<int64_t> signatures = all.to_vector<int64_t>();
   for (int rank = 1; rank < r.group->size(); ++rank) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/stream.h"
 #include "core/autograd/grad_mode.h"
 #include "core/trace.h"
 #include "distributed/mpi.h"
@@ -158,7 +159,7 @@ class Communicator {
   ncclComm_t comm_;
   int device_, rank_, size_;
   cudaStream_t stream_ = nullptr;
-  Event inputs_ready_;  // recorded on the default stream before each launch
+  Event inputs_ready_;  // recorded on the caller's current stream before each launch
   std::mutex mutex_;
   bool aborted_ = false;
   std::string abort_reason_;
@@ -380,8 +381,9 @@ class NcclProcessGroup final : public ProcessGroup {
                 "'s NCCL process group runs on cuda:", communicator_->device(), ", got a tensor on ", tensor.device());
   }
 
-  // Queues `call` on the group's stream once the default stream's work so far is done, and
-  // records the event the returned Work waits for.
+  // Queues `call` on the group's stream once the work queued so far on the calling thread's
+  // current stream (backends/cuda/stream.h: where accel's kernels wrote the inputs) is done,
+  // and records the event the returned Work waits for.
   std::shared_ptr<Work> launch(const char* collective, size_t bytes, std::vector<Tensor> buffers,
                                std::function<void()> finish,
                                const std::function<void(ncclComm_t, cudaStream_t)>& call) {
@@ -391,12 +393,19 @@ class NcclProcessGroup final : public ProcessGroup {
     ACCEL_CUDA_CHECK(cudaSetDevice(communicator_->device()));
     trace::AsyncSpan span(collective, "communication", {{"bytes", static_cast<int64_t>(bytes)}});
     Event done;
-    ACCEL_CUDA_CHECK(cudaEventRecord(communicator_->inputs_ready().get(), cudaStreamLegacy));
+    ACCEL_CUDA_CHECK(cudaEventRecord(communicator_->inputs_ready().get(), inputs_stream()));
     ACCEL_CUDA_CHECK(cudaStreamWaitEvent(communicator_->stream(), communicator_->inputs_ready().get(), 0));
     call(communicator_->comm(), communicator_->stream());
     ACCEL_CUDA_CHECK(cudaEventRecord(done.get(), communicator_->stream()));
     return std::make_shared<NcclWork>(communicator_, collective, bytes, std::move(done), std::move(buffers),
                                       std::move(finish), std::move(span), timeout_seconds_);
+  }
+
+  // The stream accel's kernels use on this group's device right now: the current stream,
+  // where a null one is the legacy default stream (backends/cuda/stream.h).
+  cudaStream_t inputs_stream() const {
+    cudaStream_t stream = cuda::current_stream(communicator_->device());
+    return stream == nullptr ? cudaStreamLegacy : stream;
   }
 
   std::shared_ptr<Communicator> communicator_;

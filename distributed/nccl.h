@@ -12,12 +12,14 @@
 ///   - Device. Each rank uses cuda:LOCAL_RANK (LOCAL_RANK, else OMPI_COMM_WORLD_LOCAL_RANK,
 ///     else MPI's node-local rank, else 0); a LOCAL_RANK without a GPU is an error.
 ///   - Streams. The group owns one non-blocking CUDA stream. Before each collective it makes
-///     that stream wait (an event, no host sync) for the work already queued on the default
-///     stream, so NCCL reads finished inputs; after the NCCL call it records a completion event.
-///     Communication thus overlaps with whatever the default stream does next.
+///     that stream wait (an event, no host sync) for the work already queued on the calling
+///     thread's current stream of the device (backends/cuda/stream.h: the stream accel's
+///     kernels run on, the legacy default stream unless a StreamGuard set another), so NCCL
+///     reads finished inputs; after the NCCL call it records a completion event.
+///     Communication thus overlaps with whatever the current stream does next.
 ///   - Work. is_completed() queries the completion event; wait() polls it until it fires, then
 ///     finishes the result on the host side (copies staging buffers back). Only after wait()
-///     may the default stream read the result. A wait that lasts longer than
+///     may any stream read the result. A wait that lasts longer than
 ///     ACCEL_COLLECTIVE_TIMEOUT seconds (default 300), or an asynchronous NCCL error, aborts the
 ///     communicator (ncclCommAbort) and throws, naming the collective, its bytes and the rank;
 ///     the group is unusable afterwards, as after any NCCL failure.
@@ -27,8 +29,9 @@
 /// like MPI's group it takes floating-point tensors only. Non-contiguous tensors go through a
 /// contiguous staging copy. CPU tensors belong to the MPI group (distributed/mpi.h).
 ///
-/// How a program gets it: call make_nccl_group() on every rank. make_default_group() stays the
-/// CPU group; the Accelerator will pick this one by itself once CUDA kernels exist.
+/// How a program gets it: the Accelerator picks it by itself on a CUDA device with several
+/// processes (accelerate/accelerator.h); without the Accelerator, call make_nccl_group() on
+/// every rank. make_default_group() stays the CPU group.
 #pragma once
 
 #include <memory>

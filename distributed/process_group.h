@@ -43,9 +43,10 @@ class ProcessGroup {
 std::shared_ptr<ProcessGroup> make_single_process_group();
 /// What a program gets when it does not choose: MPI when started by mpirun (or a PMI launcher
 /// such as srun), or when ACCEL_BACKEND=mpi; the single-process group otherwise (distributed/mpi.cc).
-/// It is a CPU group: a program that keeps its tensors on CUDA asks for the NCCL group itself,
-/// with distributed::make_nccl_group() (distributed/nccl.h, CUDA builds), until the Accelerator
-/// chooses it by the device once CUDA kernels exist.
+/// It is a CPU group: the Accelerator takes the NCCL group instead when its device is CUDA
+/// and the job has several processes; a program without the Accelerator that keeps its tensors
+/// on CUDA asks for it itself, with distributed::make_nccl_group() (distributed/nccl.h, CUDA
+/// builds).
 std::shared_ptr<ProcessGroup> make_default_group();
 
 /// Seconds a Work::wait() may take before the collective is declared dead, for every backend:

@@ -339,7 +339,7 @@ ZeroEngine::ZeroEngine(nn::Module& model, nn::Optimizer& optimizer, std::shared_
   for (auto& [name, p] : model.named_parameters()) {
     if (!p.requires_grad() || index_of.count(p.impl())) continue;
     ACCEL_CHECK(p.is_cpu(), "ZeRO: parameter ", name, " is on ", p.device().str(), "; ZeRO runs on CPU tensors "
-                "through MPI (CUDA tensors need the NCCL process group, which this build does not have yet)");
+                "only for now (it packs shards with host memory copies): keep the model on the CPU");
     ACCEL_CHECK(p.is_contiguous() && p.storage_offset() == 0 && p.storage()->nbytes() == p.nbytes(),
                 "ZeRO: parameter ", name, " must own its whole storage (it views another tensor's memory)");
     index_of[p.impl()] = static_cast<int64_t>(z.params.size());

@@ -27,7 +27,9 @@
 /// memory_report() measures what this process really holds, to compare with
 /// zero_model_state_memory() (distributed/memory_estimate.h).
 ///
-/// It runs on the CPU through the MPI group; CUDA tensors need the NCCL group (not yet).
+/// It runs on CPU tensors only (MPI or single-process group): it packs shards into bucket
+/// buffers with host memcpy and keeps small flags on the CPU. On a CUDA device the Accelerator
+/// refuses zero_stage >= 1 up front; CUDA shards over NCCL are not done yet.
 #pragma once
 
 #include <map>

@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
   try {
     // [snippet:ddp]
     AcceleratorOptions options;
+    options.cpu = true;                       // MPI on the CPU, even where GPUs exist (ZeRO below needs it)
     options.seed = 1234;                      // the weights: the same draw on every rank
     options.gradient_accumulation_steps = 2;  // average gradients over the ranks every 2nd batch
     options.ddp.bucket_bytes = 16 * 1024;     // 16 KB buckets, so this tiny model gets several

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh: the one script a session with a GPU runs to check the CUDA backend.
 # Configures and builds build-gpu with CUDA (Release, sm_90 unless CUDAARCHS says otherwise),
-# runs the `cuda` CTest label (test_cuda_ops, the CPU-vs-CUDA harness, and test_nccl), then
+# runs the `cuda` CTest label (test_cuda_ops, the CPU-vs-CUDA harness, test_nccl, and
+# test_accelerator_cuda, the Accelerator training on the GPU against the CPU), then
 # compute-sanitizer memcheck over a few fast cases of test_cuda_ops, and prints a compact
 # summary. Logs stay in build-gpu/gpu_check/. Exits non-zero if anything failed.
 #   scripts/gpu_check.sh            # everything (a few minutes, mostly the build)
 #   JOBS=8 scripts/gpu_check.sh     # parallel build jobs (default: all cores)
 #   PREBUILT=build scripts/gpu_check.sh
-#       no configure or build: runs build/bin/test_cuda_ops and test_nccl as built elsewhere
+#       no configure or build: runs build/bin/test_cuda_ops, test_nccl and test_accelerator_cuda as built elsewhere
 #       (same image), with build/lib on LD_LIBRARY_PATH. Saves the build's minutes when the
-#       GPU time is short: carry build/lib, build/bin/test_cuda_ops and build/bin/test_nccl.
+#       GPU time is short: carry build/lib and those three binaries from build/bin.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
@@ -34,7 +35,7 @@ else
     echo "CONFIGURE FAILED: tail of $LOGS/configure.log"; tail -30 "$LOGS/configure.log"; exit 1
   fi
   start=$(date +%s)
-  if ! cmake --build "$BUILD" -j"$JOBS" --target test_cuda_ops test_nccl >"$LOGS/build.log" 2>&1; then
+  if ! cmake --build "$BUILD" -j"$JOBS" --target test_cuda_ops test_nccl test_accelerator_cuda >"$LOGS/build.log" 2>&1; then
     echo "BUILD FAILED: errors from $LOGS/build.log"; grep -E "error|FAILED" "$LOGS/build.log" | head -40; exit 1
   fi
   summary+=("build: ok ($(( $(date +%s) - start )) s)")
@@ -42,7 +43,7 @@ fi
 
 if [ -n "${PREBUILT:-}" ]; then
   # ctest's files name the other machine's paths: run the two binaries instead.
-  for binary in test_cuda_ops test_nccl; do
+  for binary in test_cuda_ops test_nccl test_accelerator_cuda; do
     if ./"$BUILD"/bin/$binary --gtest_brief=1 >"$LOGS/$binary.log" 2>&1; then
       summary+=("$binary: $(grep -E '^\[  PASSED  \]' "$LOGS/$binary.log")")
     else
@@ -51,9 +52,9 @@ if [ -n "${PREBUILT:-}" ]; then
     fi
     grep -q "Skipped" "$LOGS/$binary.log" && summary+=("$binary skipped: $(grep -m1 -o 'no CUDA device[^;]*' "$LOGS/$binary.log")")
   done
-  cat "$LOGS"/test_cuda_ops.log "$LOGS"/test_nccl.log >"$LOGS/ctest.log"
+  cat "$LOGS"/test_cuda_ops.log "$LOGS"/test_nccl.log "$LOGS"/test_accelerator_cuda.log >"$LOGS/ctest.log"
 else
-  # Every `cuda`-labelled test case (test_cuda_ops and test_nccl), each its own process.
+  # Every `cuda`-labelled test case (test_cuda_ops, test_nccl, test_accelerator_cuda), each its own process.
   if ctest --test-dir "$BUILD" -L cuda --output-on-failure --timeout 300 >"$LOGS/ctest.log" 2>&1; then
     summary+=("ctest -L cuda: $(grep -Eo '[0-9]+% tests passed.*' "$LOGS/ctest.log" | head -1)")
   else

@@ -1,6 +1,7 @@
 // `accel env`: the facts a bug report needs, as `accelerate env` prints them: accel's
 // version and build, compiler, platform, CPU model and SIMD features, threads, the MPI
-// library, CUDA and NCCL (where built with CUDA), GPUs, and the launch config file.
+// library, CUDA and NCCL (where built with CUDA), GPUs, the device an Accelerator would pick,
+// and the launch config file.
 #include <omp.h>
 #include <sys/utsname.h>
 
@@ -11,7 +12,10 @@
 #include <sstream>
 #include <thread>
 
+#include "accelerate/accelerator.h"
+#include "accelerate/device_choice.h"
 #include "distributed/mpi.h"
+#include "distributed/rendezvous.h"
 #include "tools/commands.h"
 #include "tools/launch_config.h"
 
@@ -87,6 +91,22 @@ void print_cuda(std::ostream& out) {
 #endif
 }
 
+// What an Accelerator started here would run on (accelerate/device_choice.h), and why.
+void print_accelerator_device(std::ostream& out) {
+  try {
+    const bool use_cpu = AcceleratorOptions::from_env().cpu;
+    const int visible = use_cpu ? 0 : visible_cuda_devices();
+    const int local_rank = distributed::local_rank_from_environment(0);
+    const Device device = accelerator_device(use_cpu, visible, local_rank);
+    out << "- Accelerator device: " << device;
+    if (use_cpu) out << " (ACCEL_USE_CPU is set)\n";
+    else if (device.is_cpu()) out << " (no CUDA device visible)\n";
+    else out << " (local rank " << local_rank << ", " << visible << " visible CUDA device(s))\n";
+  } catch (const Error& e) {
+    out << "- Accelerator device: none, it would fail: " << e.what() << "\n";
+  }
+}
+
 int run_env(const std::string& config_file) {
   std::ostream& out = std::cout;
   auto [model, features] = cpu_model_and_features();
@@ -102,6 +122,7 @@ int run_env(const std::string& config_file) {
       << ")\n";
   out << "- MPI: " << distributed::mpi_library_version() << "\n";
   print_cuda(out);
+  print_accelerator_device(out);
   const std::string path = config_file.empty() ? default_config_path() : config_file;
   std::ifstream file(path);
   if (!file.good()) {

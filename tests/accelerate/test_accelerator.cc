@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "accelerate/accelerator.h"
+#include "accelerate/device_choice.h"
 #include "core/autograd/grad_mode.h"
 #include "core/random.h"
 #include "models/bert.h"
@@ -22,6 +23,7 @@
 using namespace accel;
 using accel::testing::synthetic_features;
 using accel::testing::tiny_config;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
@@ -108,13 +110,56 @@ TEST_F(AcceleratorTest, PropertiesOnOneProcess) {
   EXPECT_EQ(accelerator.process_index(), 0);
   EXPECT_TRUE(accelerator.is_main_process());
   EXPECT_TRUE(accelerator.is_local_main_process());
-  EXPECT_EQ(accelerator.device(), kCPU);
+  EXPECT_EQ(accelerator.device(), visible_cuda_devices() > 0 ? Device(DeviceType::CUDA, 0) : kCPU);
   EXPECT_EQ(accelerator.mixed_precision(), "no");
   EXPECT_TRUE(accelerator.sync_gradients());
   Tensor x = arange(6, kFloat32).reshape({3, 2});
   EXPECT_TRUE(equal(accelerator.gather(x), x));
   EXPECT_TRUE(equal(accelerator.reduce(x, "sum"), x));
   EXPECT_THAT(error_of([] { Accelerator a(AcceleratorOptions{.mixed_precision = "fp8"}); }), HasSubstr("mixed_precision must be no, fp16 or bf16"));
+}
+
+// Accelerate's rule (accelerate/device_choice.h), pinned without a GPU: the CPU when asked or
+// when no GPU is visible, else the GPU of the local rank, and an error (not a shared GPU) for
+// a local rank past the last GPU.
+TEST_F(AcceleratorTest, DeviceRuleIsTheLocalRanksGpu) {
+  EXPECT_EQ(accelerator_device(/*use_cpu=*/true, /*cuda_devices=*/4, /*local_rank=*/1), kCPU);
+  EXPECT_EQ(accelerator_device(false, 0, 3), kCPU);
+  EXPECT_EQ(accelerator_device(false, 2, 0), Device(DeviceType::CUDA, 0));
+  EXPECT_EQ(accelerator_device(false, 2, 1), Device(DeviceType::CUDA, 1));
+  EXPECT_THAT(error_of([] { accelerator_device(false, 2, 2); }),
+              AllOf(HasSubstr("local rank 2 needs cuda:2"), HasSubstr("this node shows 2 CUDA device(s)"),
+                    HasSubstr("ACCEL_USE_CPU=1")));
+  EXPECT_THAT(error_of([] { accelerator_device(false, 2, -1); }), HasSubstr("local rank must be >= 0, got -1"));
+}
+
+// What this machine's Accelerators pick: with cpu (option or ACCEL_USE_CPU) or without a GPU,
+// the CPU and the group they always had; a group passed in, or named by ACCEL_BACKEND, wins.
+TEST_F(AcceleratorTest, CpuOrNoGpuKeepsTheCpuAndItsGroup) {
+  Accelerator on_cpu(AcceleratorOptions{.cpu = true});
+  EXPECT_EQ(on_cpu.device(), kCPU);
+  EXPECT_EQ(on_cpu.process_group().backend(), "single");
+  ::setenv("ACCEL_USE_CPU", "1", 1);
+  Accelerator launched_with_cpu(AcceleratorOptions::from_env());
+  ::unsetenv("ACCEL_USE_CPU");
+  EXPECT_EQ(launched_with_cpu.device(), kCPU);
+
+  Accelerator chosen;
+  const bool gpu = visible_cuda_devices() > 0;
+  EXPECT_EQ(chosen.device(), gpu ? Device(DeviceType::CUDA, 0) : kCPU);
+  EXPECT_EQ(chosen.process_group().backend(), "single");  // one process: no NCCL, GPU or not
+
+  std::shared_ptr<distributed::ProcessGroup> group = distributed::make_single_process_group();
+  Accelerator given(AcceleratorOptions{}, group);
+  EXPECT_EQ(&given.process_group(), group.get());
+  EXPECT_EQ(given.device(), gpu ? Device(DeviceType::CUDA, 0) : kCPU);  // single takes CUDA tensors too
+  ::setenv("ACCEL_BACKEND", "single", 1);
+  Accelerator named(AcceleratorOptions{.cpu = true});
+  ::unsetenv("ACCEL_BACKEND");
+  EXPECT_EQ(named.process_group().backend(), "single");
+
+  // ZeRO keeps working on the CPU (its CUDA refusal is in test_accelerator_cuda).
+  EXPECT_NO_THROW(Accelerator(AcceleratorOptions{.cpu = true, .zero_stage = 1}));
 }
 
 TEST_F(AcceleratorTest, OptionsFromLaunchEnvironment) {
@@ -280,6 +325,26 @@ TEST_F(AcceleratorTest, GradScalerFollowsPyTorchRules) {
   EXPECT_EQ(scaler.get_scale(), 512.0);
   EXPECT_TRUE(step_with(1.0));  // third clean step in a row: grow
   EXPECT_EQ(scaler.get_scale(), 1024.0);
+}
+
+// One non-finite element in any gradient skips the step, whichever gradient holds it.
+TEST_F(AcceleratorTest, GradScalerFindsInfOrNanInAnyGradient) {
+  GradScaler scaler({.init_scale = 4.0});
+  Tensor a = ones({3}).requires_grad_(), b = ones({2, 2}).requires_grad_(), unused = ones({1}).requires_grad_();
+  nn::SGD sgd(std::vector<Tensor>{a, b, unused}, {.lr = 0.1});
+  for (double bad : {INFINITY, -INFINITY, NAN}) {
+    for (int holder = 0; holder < 2; ++holder) {
+      a.set_grad(full({3}, 4.0));
+      b.set_grad(full({2, 2}, 4.0));
+      Tensor& target = holder == 0 ? a.mutable_grad() : b.mutable_grad();
+      target.view({-1}).narrow(0, 1, 1).fill_(bad);
+      EXPECT_FALSE(scaler.step(sgd)) << bad << " in gradient " << holder;
+      scaler.update();
+    }
+  }
+  a.set_grad(full({3}, 4.0));
+  b.set_grad(full({2, 2}, 4.0));
+  EXPECT_TRUE(scaler.step(sgd));  // finite everywhere (the unused parameter has no gradient)
 }
 
 TEST_F(AcceleratorTest, Fp16SkippedStepDoesNotStepTheScheduler) {

@@ -3,8 +3,8 @@
 // Every rank trains a tiny BERT with DDP on its shard and, beside it, the single-process
 // reference on the full global batch; the final weights must agree to 1e-5 (relative), with
 // and without gradient accumulation (no_sync). Also: the MPI collectives, gather_for_metrics
-// on a dataset that does not divide evenly, unused-parameter detection, and the collective
-// timeout. Not a gtest binary: each check runs on every rank, the ranks agree on the
+// on a dataset that does not divide evenly, unused-parameter detection, the collective
+// timeout, and which device and group an Accelerator without a group picks. Not a gtest binary: each check runs on every rank, the ranks agree on the
 // verdict, and rank 0 prints "N passed, M failed" (exit status 1 on any failure).
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "accelerate/accelerator.h"
+#include "accelerate/device_choice.h"
 #include "core/autograd/grad_mode.h"
 #include "core/random.h"
 #include "distributed/ddp.h"
@@ -43,6 +44,7 @@ std::shared_ptr<models::BertForSequenceClassification> train(
     std::shared_ptr<ProcessGroup> group, std::shared_ptr<const std::vector<data::Features>> features,
     int64_t batch_size, int64_t accumulation, int64_t steps, const AfterBackward& after_backward = nullptr) {
   AcceleratorOptions options;
+  options.cpu = true;  // the single-process reference and the MPI runs on one device, GPU or not
   options.gradient_accumulation_steps = accumulation;
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options, std::move(group));
@@ -144,6 +146,29 @@ void test_options_from_environment() {
   ACCEL_CHECK(options.ddp.bucket_bytes == 512 * 1024, "ACCEL_DDP_BUCKET_MB=0.5 gave ", options.ddp.bucket_bytes, " bytes");
   ACCEL_CHECK(contains(message, "ACCEL_DDP_BUCKET_MB=\"many\" is not a positive number"), "bad bucket size: ", message);
   ACCEL_CHECK(distributed::make_default_group()->backend() == "mpi", "under mpirun the default group is MPI");
+}
+
+// Under mpirun with cpu set (or no GPU), an Accelerator given no group keeps the CPU and the
+// MPI group, as before the GPU was ever picked; with a GPU per rank it is NCCL on cuda:LOCAL_RANK.
+void test_default_placement(int world) {
+  Accelerator on_cpu(AcceleratorOptions{.cpu = true});
+  ACCEL_CHECK(on_cpu.device() == kCPU && on_cpu.process_group().backend() == "mpi" &&
+                  on_cpu.num_processes() == world,
+              "cpu under mpirun: got ", on_cpu.device(), " and a ", on_cpu.process_group().backend(), " group of ",
+              on_cpu.num_processes());
+  if (visible_cuda_devices() == 0) {
+    Accelerator chosen;
+    ACCEL_CHECK(chosen.device() == kCPU && chosen.process_group().backend() == "mpi",
+                "no GPU under mpirun: got ", chosen.device(), " and a ", chosen.process_group().backend(), " group");
+  } else if (visible_cuda_devices() >= world) {
+    Accelerator chosen;
+    const Device expected(DeviceType::CUDA, chosen.local_process_index());
+    ACCEL_CHECK(chosen.device() == expected && chosen.process_group().backend() == "nccl",
+                "a GPU per rank under mpirun: got ", chosen.device(), " and a ", chosen.process_group().backend(),
+                " group, expected ", expected, " and nccl");
+    Tensor sum = chosen.reduce(full({2}, chosen.process_index() + 1.0), "sum");
+    ACCEL_CHECK(allclose(sum, full({2}, world * (world + 1) / 2.0)), "reduce over NCCL of CPU tensors");
+  }
 }
 
 void test_gather_for_metrics(std::shared_ptr<ProcessGroup> group, int64_t n) {
@@ -303,6 +328,7 @@ int main() {
   run("accelerator_collectives", [&] { test_accelerator_collectives(group); });
   // Padding on every rank's last batch; padding only on the ranks after rank 0.
   run("options_from_environment", [&] { test_options_from_environment(); });
+  run("default_placement", [&] { test_default_placement(group->size()); });
   run("gather_for_metrics_uneven_dataset", [&] { test_gather_for_metrics(group, group->size() * 2 * 3 + 1); });
   run("gather_for_metrics_padding_on_some_ranks", [&] { test_gather_for_metrics(group, group->size() * 2 * 3 + 2); });
   run("ddp_matches_single_process", [&] { test_ddp_matches_single_process(group); });

@@ -2,7 +2,7 @@
 // cuda:0. Each collective runs on CUDA tensors of every dtype NCCL takes, out of place where
 // the collective allows it (so a wrong element type or count shows up in the copied bytes),
 // and the results, copied back to the CPU, must equal the expected values; a collective must
-// see the work queued on the default stream before it; the errors for CPU tensors, bool
+// see the work queued on the default stream, and on a non-default current stream, before it; the errors for CPU tensors, bool
 // reductions and integer averages must say what to do. CUDA builds only; without a GPU every
 // test skips and says why.
 #include "distributed/nccl.h"
@@ -12,6 +12,7 @@
 
 #include <algorithm>
 
+#include "backends/cuda/stream.h"
 #include "core/ops.h"
 #include "tests/test_util.h"
 
@@ -134,6 +135,28 @@ TEST(NcclGroup, SeesWorkQueuedOnTheDefaultStream) {
   group().all_gather(input, output)->wait();
   const std::vector<int32_t> result = output.to(kCPU).to_vector<int32_t>();
   const int64_t stale = std::count_if(result.begin(), result.end(), [](int32_t v) { return v != 0x01010101; });
+  EXPECT_EQ(stale, 0) << "of " << n << " elements";
+}
+
+// The same with a non-default current stream (backends/cuda/stream.h), the one accel's kernels
+// run on under a StreamGuard: the group must wait for that stream, not the legacy default one
+// (a non-blocking stream does not synchronize with it). The fill is an accel kernel.
+TEST(NcclGroup, SeesWorkQueuedOnTheCurrentStream) {
+  SKIP_WITHOUT_GPU();
+  const int64_t n = int64_t{1} << 26;  // 64 Mi int32
+  Tensor input = garbage({n}, kInt32);
+  Tensor output = garbage({n}, kInt32);
+  group().barrier();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the garbage is in place before the stream starts
+  cuda::Stream stream(0);
+  {
+    cuda::StreamGuard on_stream(stream);
+    for (int i = 0; i < 8; ++i) input.fill_(i + 1);  // several passes keep the stream busy
+    group().all_gather(input, output)->wait();
+  }
+  stream.synchronize();
+  const std::vector<int32_t> result = output.to(kCPU).to_vector<int32_t>();
+  const int64_t stale = std::count_if(result.begin(), result.end(), [](int32_t v) { return v != 8; });
   EXPECT_EQ(stale, 0) << "of " << n << " elements";
 }
 

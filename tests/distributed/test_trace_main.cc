@@ -38,6 +38,7 @@ void train(int64_t steps) {
   }
   // ACCEL_ZERO_STAGE=3 (and the other ACCEL_* settings) apply, for pictures of other setups.
   AcceleratorOptions options = AcceleratorOptions::from_env();
+  options.cpu = true;  // the picture of the MPI path, also where a GPU is visible
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
   Accelerator accelerator(options);
   manual_seed(1234);

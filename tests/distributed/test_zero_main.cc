@@ -51,6 +51,7 @@ Trained train(std::shared_ptr<ProcessGroup> group,
                                                        std::shared_ptr<const std::vector<data::Features>> features,
                                                        const Run& run, const AfterStep& after_step = nullptr) {
   AcceleratorOptions options;
+  options.cpu = true;  // ZeRO runs on the CPU only (the Accelerator refuses it on CUDA)
   options.gradient_accumulation_steps = run.accumulation;
   options.zero_stage = run.zero_stage;
   options.ddp.bucket_bytes = 16 * 1024;  // several buckets even for this tiny model
@@ -157,6 +158,7 @@ void test_memory_matches_formula(std::shared_ptr<ProcessGroup> group, int stage)
 
 void test_released_parameter_error(std::shared_ptr<ProcessGroup> group) {
   AcceleratorOptions options;
+  options.cpu = true;
   options.zero_stage = 3;
   Accelerator accelerator(options, group);
   auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));
@@ -197,6 +199,7 @@ void test_checkpoint_resume(std::shared_ptr<ProcessGroup> group, int stage) {
   }
   // Another stage or world size is refused with a pointer to merge-weights.
   AcceleratorOptions other;
+  other.cpu = true;
   other.zero_stage = stage == 3 ? 1 : 3;
   Accelerator accelerator(other, group);
   auto model = std::make_shared<models::BertForSequenceClassification>(tiny_config(0.0));

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "accelerate/device_choice.h"
 #include "core/error.h"
 #include "tools/launch_config.h"
 #include "tests/test_util.h"
@@ -272,6 +273,12 @@ TEST_F(LaunchTest, EnvPrintsVersionsAndTheConfig) {
   EXPECT_THAT(r.output, HasSubstr("- MPI: "));
   EXPECT_THAT(r.output, HasSubstr("- CUDA"));
   EXPECT_THAT(r.output, HasSubstr("mixed_precision: 'bf16'"));
+  const std::string picked = visible_cuda_devices() > 0 ? "- Accelerator device: cuda:0 (local rank 0"
+                                                        : "- Accelerator device: cpu (no CUDA device visible)";
+  EXPECT_THAT(r.output, HasSubstr(picked));
+  // --cpu's variable wins over any GPU.
+  Result cpu = run("ACCEL_USE_CPU=1 " + kAccel + " env");
+  EXPECT_THAT(cpu.output, HasSubstr("- Accelerator device: cpu (ACCEL_USE_CPU is set)"));
 }
 
 }  // namespace

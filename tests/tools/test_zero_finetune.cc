@@ -33,7 +33,7 @@ class ZeroFinetuneTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = fs::temp_directory_path() / ("accel_zero_finetune_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
-    training_ = run(kBin + "/accel launch --num_processes 2 --zero_stage 3 --num_cpu_threads_per_process 1 " + kBin +
+    training_ = run(kBin + "/accel launch --num_processes 2 --zero_stage 3 --cpu --num_cpu_threads_per_process 1 " + kBin +
                     "/accel-finetune --model " + kTinyBert + " --task mrpc --train " ACCEL_SOURCE_DIR
                     "/data/mrpc/train.tsv --eval " ACCEL_SOURCE_DIR "/data/mrpc/dev.tsv --epochs 1 "
                     "--max-train-samples 128 --batch-size 8 --max-seq-len 64 --checkpoint-every 8 --output-dir " +
