@@ -2,6 +2,7 @@
 // `accel config` questionnaire, and the mpirun command line.
 #include "tools/launch_config.h"
 
+#include <utf8proc.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -41,6 +42,43 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
 
 bool contains(const std::vector<std::string>& items, const std::string& item) {
   return std::find(items.begin(), items.end(), item) != items.end();
+}
+
+// Whether text is UTF-8 without control characters: what a YAML file can hold and give back.
+bool is_plain_text(const std::string& text) {
+  const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(text.size());
+  while (left > 0) {
+    utf8proc_int32_t code_point = 0;
+    const utf8proc_ssize_t length = utf8proc_iterate(bytes, left, &code_point);
+    if (length < 0 || code_point < 0x20 || (code_point >= 0x7f && code_point < 0xa0)) return false;
+    bytes += length;
+    left -= length;
+  }
+  return true;
+}
+
+// A host name (RFC 1123 letters, digits, '-', '.') or an IPv4/IPv6 address (digits, hex,
+// '.', ':', and '%' for an IPv6 zone).
+bool is_host(const std::string& text) {
+  return !text.empty() && text.size() <= 253 && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == ':' || c == '%';
+  });
+}
+
+// text for an error message: bytes outside printable ASCII as \xNN, at most 80 of them.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < 80; ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out += static_cast<char>(byte);
+    } else {
+      static const char* digits = "0123456789abcdef";
+      out += std::string("\\x") + digits[byte >> 4] + digits[byte & 15];
+    }
+  }
+  return text.size() > 80 ? out + "..." : out;
 }
 
 // node[key] converted to T; errors name the source and the key.
@@ -297,6 +335,10 @@ void validate(const LaunchConfig& c) {
               c.num_machines - 1, ", got ", c.machine_rank);
   ACCEL_CHECK(c.main_process_port >= 0 && c.main_process_port <= 65535, "main_process_port must be from 1 to 65535, "
               "got ", c.main_process_port);
+  ACCEL_CHECK(c.main_process_ip.empty() || is_host(c.main_process_ip), "main_process_ip must be an IP address or a "
+              "host name (letters, digits, '-', '.', ':'), got \"", printable(c.main_process_ip), "\"");
+  ACCEL_CHECK(is_plain_text(c.hostfile), "mpirun_config.mpirun_hostfile must be a path in UTF-8 without control "
+              "characters, got \"", printable(c.hostfile), "\"");
   ACCEL_CHECK(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1, got ",
               c.gradient_accumulation_steps);
   ACCEL_CHECK(c.zero_stage >= 0 && c.zero_stage <= 3, "zero_stage must be 0, 1, 2 or 3, got ", c.zero_stage);

@@ -150,6 +150,21 @@ TEST_F(LaunchTest, BadConfigValuesAreRejectedWithTheirKey) {
   EXPECT_THAT(error_of([&] { load_config(write("t.yaml", "distributed_type: FSDP\n")); }),
               HasSubstr("distributed_type must be one of NO, MULTI_CPU, MULTI_GPU, DEEPSPEED"));
   EXPECT_THAT(error_of([&] { load_config((dir_ / "missing.yaml").string()); }), HasSubstr("accel config default"));
+  // Bytes YAML cannot carry back (found by fuzz/fuzz_launch_config: invalid UTF-8 in the
+  // address came back changed from config_to_yaml), and addresses no resolver takes.
+  EXPECT_THAT(error_of([&] { load_config(write("ip.yaml", "main_process_ip: host\x8f\x8f\n")); }),
+              HasSubstr("main_process_ip must be an IP address or a host name (letters, digits, '-', '.', ':'), "
+                        "got \"host\\x8f\\x8f\""));
+  EXPECT_THAT(error_of([&] { load_config(write("ip2.yaml", "main_process_ip: 'node 1'\n")); }),
+              HasSubstr("got \"node 1\""));
+  EXPECT_THAT(error_of([&] { load_config(write("h.yaml", "mpirun_config:\n  mpirun_hostfile: \"a\\tb\"\n")); }),
+              HasSubstr("mpirun_config.mpirun_hostfile must be a path in UTF-8 without control characters, "
+                        "got \"a\\x09b\""));
+  for (const char* host : {"10.0.0.1", "node-1.cluster.local", "fe80::1%eth0"}) {
+    LaunchConfig config;
+    config.main_process_ip = host;
+    EXPECT_NO_THROW(validate(config)) << host;
+  }
 }
 
 TEST_F(LaunchTest, DefaultConfigPathFollowsTheEnvironment) {
