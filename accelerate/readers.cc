@@ -43,6 +43,11 @@ std::string quoted_list(const std::vector<std::string>& names) {
   return out;
 }
 
+// The largest class index a reader accepts. The classifier gets (largest label + 1) outputs,
+// so a stray huge number (found by fuzz/fuzz_tsv: 2222222222222222221) would otherwise ask
+// for a head of that many classes, and above 2^53 the label would not even survive as a double.
+constexpr int64_t kMaxClassIndex = (int64_t{1} << 24) - 1;
+
 // Collects examples, parses labels, and applies the bad-row policy.
 class DatasetBuilder {
  public:
@@ -62,7 +67,9 @@ class DatasetBuilder {
     std::optional<double> label = parse_label(trim(label_text));
     if (!label) {
       bad_row(line, "label \"" + std::string(label_text) + "\" is not " +
-                        (options_.regression ? "a number" : "an integer class index (0, 1, 2, ...)"));
+                        (options_.regression ? "a number"
+                                             : "an integer class index (0, 1, 2, ... at most " +
+                                                   std::to_string(kMaxClassIndex) + ")"));
       return;
     }
     dataset_.examples.push_back({std::move(text_a), std::move(text_b), *label});
@@ -90,7 +97,7 @@ class DatasetBuilder {
     }
     int64_t value = 0;
     auto [ptr, error] = std::from_chars(text.data(), end, value);
-    if (text.empty() || error != std::errc() || ptr != end || value < 0) return std::nullopt;
+    if (text.empty() || error != std::errc() || ptr != end || value < 0 || value > kMaxClassIndex) return std::nullopt;
     return static_cast<double>(value);
   }
 

@@ -176,6 +176,13 @@ TEST(Readers, BadRowsNameFileAndLine) {
   std::string labels = write_file("labels.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\na\tb\tx\n");
   EXPECT_THAT(error_of([&] { read_tsv(labels, pair_options()); }),
               HasSubstr("labels.tsv:3: label \"x\" is not an integer class index"));
+  // A class index asks for that many classifier outputs (fuzz/fuzz_tsv found this one).
+  std::string huge = write_file("huge.tsv", "sentence1\tsentence2\tlabel\na\tb\t1\na\tb\t2222222222222222221\n");
+  EXPECT_THAT(error_of([&] { read_tsv(huge, pair_options()); }),
+              HasSubstr("huge.tsv:3: label \"2222222222222222221\" is not an integer class index (0, 1, 2, ... at "
+                        "most 16777215)"));
+  std::string largest = write_file("largest.tsv", "sentence1\tsentence2\tlabel\na\tb\t16777215\n");
+  EXPECT_EQ(read_tsv(largest, pair_options()).num_labels, 16777216);
 }
 
 TEST(Readers, MissingFileAndMissingColumn) {
