@@ -20,6 +20,8 @@ class MultiHeadSelfAttention : public Module {
   MultiHeadSelfAttention(int64_t hidden_size, int64_t num_heads, double attention_dropout = 0.0);
   /// x (B, T, hidden), additive_mask (B, 1, 1, T) or undefined -> context (B, T, hidden)
   Tensor forward(const Tensor& x, const Tensor& additive_mask) const;
+  /// Whether forward(x) runs query, key and value as one GEMM (nothing recorded, no hooks).
+  bool fuses_projections(const Tensor& x) const;
 
   int64_t hidden_size, num_heads, head_dim;
   double attention_dropout;

@@ -80,6 +80,7 @@ class Module {
   /// forward runs through run_forward() call them (runs_forward_hooks()).
   void set_forward_hooks(std::shared_ptr<ForwardHooks> hooks) { forward_hooks_ = std::move(hooks); }
   virtual bool runs_forward_hooks() const { return false; }
+  bool has_forward_hooks() const { return forward_hooks_ != nullptr; }
 
  protected:
   /// A layer's forward body, between the hooks (if any are set).

@@ -4,14 +4,17 @@
 // masks (key padding, a full (B, 1, Tq, Tk) mask, a fully masked row), with Tq != Tk, with
 // strided inputs, and with dropout, which must draw exactly the composition's mask from the
 // same generator state. Also: the result's layout makes merging heads a view, autocast and
-// masks that require grad take the composition, and bad shapes are clear errors.
+// masks that require grad take the composition, and bad shapes are clear errors. And
+// nn::MultiHeadSelfAttention's inference path, which stacks the three projections into one GEMM.
 #include <gtest/gtest.h>
 
 #include <limits>
 
 #include "core/autocast.h"
 #include "core/ops.h"
+#include "core/autograd/grad_mode.h"
 #include "core/random.h"
+#include "nn/attention.h"
 #include "tests/core/tensor_compare.h"
 #include "tests/test_util.h"
 
@@ -155,6 +158,48 @@ TEST(FusedAttention, BadShapesAreClearErrors) {
   EXPECT_TRUE(contains(error, "expected q (B, heads, Tq, head_dim) and k, v (B, heads, Tk, head_dim)")) << error;
   error = error_of([&] { scaled_dot_product_attention(q, q, q, Tensor(), 1.5, true); });
   EXPECT_TRUE(contains(error, "dropout probability must be in [0, 1], got 1.5")) << error;
+}
+
+class CountingHooks : public nn::ForwardHooks {
+ public:
+  void before_forward(const nn::Module&) override { ++calls; }
+  void after_forward(const nn::Module&, const Tensor&) override {}
+  int calls = 0;
+};
+
+TEST(MultiHeadSelfAttention, InferenceStacksTheProjectionsIntoOneGemm) {
+  manual_seed(31);
+  nn::MultiHeadSelfAttention attention(64, 4);
+  for (Tensor& p : attention.parameters()) {
+    NoGradGuard no_grad;
+    p.copy_(randn(p.sizes()) * 0.2);  // biases too, so a mixed-up bias or head order shows
+  }
+  attention.eval();
+  Tensor x = randn({2, 5, 64});
+  Tensor keep = ones({2, 5});
+  keep.select(0, 1).narrow(0, 3, 2).fill_(0.0);
+  Tensor mask = nn::additive_attention_mask(keep, kFloat32);
+
+  ASSERT_FALSE(attention.fuses_projections(x));  // the parameters require grad: three GEMMs
+  Tensor separate = attention.forward(x, mask).detach();
+  Tensor stacked;
+  {
+    NoGradGuard no_grad;
+    ASSERT_TRUE(attention.fuses_projections(x));
+    stacked = attention.forward(x, mask);
+  }
+  EXPECT_TRUE(tensors_close(stacked, separate, 1e-5, 1e-5));
+  attention.to(kFloat64);
+  Tensor reference = attention.forward(x.to(kFloat64), mask.to(kFloat64)).detach();  // (2, 5, 64)
+  EXPECT_TRUE(tensors_close(stacked.to(kFloat64), reference, 1e-5, 1e-5));
+
+  // Hooks on a projection (ZeRO-3 gathers the weights in them) keep the separate GEMMs.
+  auto hooks = std::make_shared<CountingHooks>();
+  attention.key->set_forward_hooks(hooks);
+  NoGradGuard no_grad;
+  EXPECT_FALSE(attention.fuses_projections(x));
+  attention.forward(x.to(kFloat64), mask.to(kFloat64));
+  EXPECT_EQ(hooks->calls, 1);
 }
 
 }  // namespace
