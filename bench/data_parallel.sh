@@ -4,16 +4,18 @@
 # runs, the scaling efficiency throughput(2) / (2 x throughput(1)), and the share of DDP's
 # all-reduce time hidden behind backward. Then, as the ceiling for this machine, two 1-rank
 # runs at the same time with no communication at all: what two ranks get from the cores and
-# memory alone. Run it on an otherwise idle machine.
-#   bench/data_parallel.sh [--quick] [--zero-stage S]
+# memory alone. Run it on an otherwise idle machine. --batch sets the per-rank batch (default 8;
+# 32 is the MiniLM shape of bench/bert_step.sh).
+#   bench/data_parallel.sh [--quick] [--batch B] [--zero-stage S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=4; batch=8; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) steps=1; batch=2 ;;
+    --batch) batch="$2"; shift ;;
     --zero-stage) extra+=(--zero-stage "$2"); shift ;;
-    *) echo "usage: bench/data_parallel.sh [--quick] [--zero-stage S]" >&2; exit 2 ;;
+    *) echo "usage: bench/data_parallel.sh [--quick] [--batch B] [--zero-stage S]" >&2; exit 2 ;;
   esac
   shift
 done

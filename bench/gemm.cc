@@ -46,8 +46,9 @@ std::vector<Case> model_cases(const std::string& model, int64_t batch, int64_t s
     int64_t in, out;
   };
   std::vector<Case> cases;
-  for (Layer layer : {Layer{"qkv_out_proj", hidden, hidden}, Layer{"ffn_up", hidden, intermediate},
-                      Layer{"ffn_down", intermediate, hidden}}) {
+  // qkv_fused: the query, key and value projections as one GEMM on their concatenated weights.
+  for (Layer layer : {Layer{"qkv_out_proj", hidden, hidden}, Layer{"qkv_fused", hidden, 3 * hidden},
+                      Layer{"ffn_up", hidden, intermediate}, Layer{"ffn_down", intermediate, hidden}}) {
     std::string prefix = model + "/" + layer.name;
     cases.push_back({prefix + "/fwd", 1, tokens, layer.in, layer.out, false, true, true});       // X @ W^T + b
     cases.push_back({prefix + "/grad_x", 1, tokens, layer.out, layer.in, false, false, false});  // dY @ W
