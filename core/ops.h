@@ -154,9 +154,10 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = 
 /// undefined -> (B, H, Tq, D). Where a backend has the fused kernel (float32 on the CPU) the
 /// probabilities are computed per (batch, head) in cache, never as separate scaled, masked
 /// and softmaxed tensors, and the result is a (B, H, Tq, D) view of a (B, Tq, H, D) buffer,
-/// so merging heads back is free. Otherwise (autocast on, another dtype or device, a mask
-/// that requires grad), or with fused = false, it is the composition of matmul, mul, add,
-/// softmax, dropout and matmul. Both draw the same dropout mask from the generator.
+/// so merging heads back is free; under autocast it runs on fp32 casts of q, k and v and
+/// returns fp32. Otherwise (another dtype or device, a mask that requires grad), or with
+/// fused = false, it is the composition of matmul, mul, add, softmax, dropout and matmul.
+/// Both draw the same dropout mask from the generator.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& additive_mask = Tensor(), double dropout_p = 0.0,
                                     bool training = false, std::optional<double> scale = std::nullopt,

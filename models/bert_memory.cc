@@ -46,7 +46,6 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
   const int64_t gemm = low_precision ? 2 : 4;  // bytes of a GEMM operand under autocast or in fp32
   const std::string gemm_name = low_precision ? "16-bit" : "fp32";
   const bool hidden_dropout = c.hidden_dropout_prob > 0.0;
-  const bool attention_dropout = c.attention_probs_dropout_prob > 0.0;
   const bool classifier_dropout = c.classifier_dropout.value_or(c.hidden_dropout_prob) > 0.0;
   // layer_norm saves its fp32 input (rows, cols) and the per-row mean and rstd.
   const int64_t layer_norm_bytes = tokens * H * fp32 + 2 * tokens * fp32;
@@ -68,19 +67,13 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
     layer.push_back({"query/key/value dense input (B, T, hidden) fp32, one tensor shared by the three",
                      tokens * H * fp32});
   }
-  if (low_precision) {  // the composition: matmul, scale, mask, softmax, dropout, matmul
-    layer.push_back({"Q, K, V heads as (B*heads, T, head_dim) 16-bit copies, saved by Q@K^T and probs@V",
-                     3 * tokens * H * gemm});
-    layer.push_back({"attention scale 1/sqrt(head_dim), a 0-dim 16-bit tensor saved by scores * scale", gemm});
-    layer.push_back({"attention probabilities (B, heads, T, T) fp32, softmax output", scores * fp32});
-    if (attention_dropout) layer.push_back({"attention dropout mask (B, heads, T, T) bool", scores * mask});
-    layer.push_back({"attention probabilities cast to 16-bit (B, heads, T, T) for probs@V", scores * gemm});
-  } else {  // the fused kernel: it redraws the dropout mask in backward instead of keeping it
-    layer.push_back({"query, key, value dense outputs (B, T, hidden) fp32, saved by the fused attention as head views",
-                     3 * tokens * H * fp32});
-    layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
-                     scores * fp32});
-  }
+  // The fused kernel, under autocast on fp32 casts of the 16-bit dense outputs; it redraws the
+  // dropout mask in backward instead of keeping it.
+  layer.push_back({std::string("query, key, value dense outputs (B, T, hidden) ") +
+                       (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention as head views",
+                   3 * tokens * H * fp32});
+  layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
+                   scores * fp32});
   layer.push_back({"attention context (B, T, hidden) " + gemm_name + ", attention output dense input",
                    tokens * H * gemm});
   if (hidden_dropout) layer.push_back({"attention output dropout mask (B, T, hidden) bool", tokens * H * mask});

@@ -1,6 +1,8 @@
 // Scaled dot-product attention: the fused kernel where the backend has one, else the
 // composition of matmul, mul, add, softmax, dropout and matmul (the reference path, which
-// autocast and every other dtype and device take).
+// every other dtype and device takes). Under autocast the fused kernel runs on fp32 casts of
+// q, k and v: attention is a few percent of a BERT layer's FLOPs, so computing it in fp32 costs
+// little and saves the composition's passes over the (B, H, Tq, Tk) scores.
 #include <cmath>
 
 #include "core/autocast.h"
@@ -48,16 +50,20 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   ACCEL_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "scaled_dot_product_attention: dropout probability must be in "
               "[0, 1], got ", dropout_p);
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q_in.size(3))));
-  // Under autocast it is the composition, whose matmuls and softmax apply autocast's own
-  // precision rules (16-bit GEMMs, fp32 softmax), whatever the inputs' dtype.
-  if (!fused || autocast::is_enabled() || !fused_kernel_applies(q_in, k_in, v_in, additive_mask) ||
-      (training && dropout_p == 1.0)) {
+  // Under autocast, recorded fp32 casts: gradients flow back through them in the inputs' dtype.
+  const bool autocasting = autocast::is_enabled();
+  const Tensor q32 = autocasting ? autocast::to_full_precision(q_in) : q_in;
+  const Tensor k32 = autocasting ? autocast::to_full_precision(k_in) : k_in;
+  const Tensor v32 = autocasting ? autocast::to_full_precision(v_in) : v_in;
+  // Otherwise the composition, whose matmuls and softmax apply autocast's own precision rules
+  // (16-bit GEMMs, fp32 softmax) where it is on.
+  if (!fused || !fused_kernel_applies(q32, k32, v32, additive_mask) || (training && dropout_p == 1.0)) {
     return composed_attention(q_in, k_in, v_in, additive_mask, dropout_p, training, s, generator);
   }
   detail::common_device("scaled_dot_product_attention", {&q_in, &k_in, &v_in, &additive_mask});
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), Tk = k_in.size(2), D = q_in.size(3);
   // Recorded copies where a copy is needed, so gradients still reach q_in, k_in and v_in.
-  const Tensor q = with_unit_last_stride(q_in), k = with_unit_last_stride(k_in), v = with_unit_last_stride(v_in);
+  const Tensor q = with_unit_last_stride(q32), k = with_unit_last_stride(k32), v = with_unit_last_stride(v32);
   Tensor mask;
   if (additive_mask.defined()) {
     NoGradGuard no_grad;

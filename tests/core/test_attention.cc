@@ -3,8 +3,9 @@
 // run in float64 on the same inputs: outputs and the gradients of q, k and v, with and without
 // masks (key padding, a full (B, 1, Tq, Tk) mask, a fully masked row), with Tq != Tk, with
 // strided inputs, and with dropout, which must draw exactly the composition's mask from the
-// same generator state. Also: the result's layout makes merging heads a view, autocast and
-// masks that require grad take the composition, and bad shapes are clear errors. And
+// same generator state. Also: the result's layout makes merging heads a view, autocast runs
+// the fused kernel on fp32 casts (gradients back in bf16), masks that require grad take the
+// composition, and bad shapes are clear errors. And
 // nn::MultiHeadSelfAttention's inference path, which stacks the three projections into one GEMM.
 #include <gtest/gtest.h>
 
@@ -137,14 +138,39 @@ TEST(FusedAttention, ResultMergesHeadsWithoutACopy) {
   EXPECT_TRUE(out.transpose(1, 2).is_contiguous());  // (B, Tq, H, D): reshape to (B, Tq, H*D) is a view
 }
 
-TEST(FusedAttention, AutocastAndMasksThatRequireGradTakeTheComposition) {
+TEST(FusedAttention, AutocastRunsTheFusedKernelOnFp32CastsOfBf16Inputs) {
   manual_seed(8);
-  Inputs in = make_inputs(1, 2, 4, 4, 8, 2);
+  Inputs in = make_inputs(2, 2, 5, 6, 8, 1);
+  auto leaves = [&](DType dtype) {
+    return std::vector<Tensor>{in.q.to(kBFloat16).to(dtype).detach().requires_grad_(),
+                               in.k.to(kBFloat16).to(dtype).detach().requires_grad_(),
+                               in.v.to(kBFloat16).to(dtype).detach().requires_grad_()};
+  };
+  Tensor weight = randn({2, 2, 5, 8});
+  std::vector<Tensor> bf16 = leaves(kBFloat16), fp32 = leaves(kFloat32);
+  Generator autocast_generator(3), reference_generator(3);
+  Tensor out;
   {
     AutocastGuard guard(kBFloat16);
-    Tensor out = scaled_dot_product_attention(in.q, in.k, in.v, in.mask);
-    EXPECT_EQ(out.dtype(), kBFloat16);  // probs @ v ran as an autocast matmul
+    out = scaled_dot_product_attention(bf16[0], bf16[1], bf16[2], in.mask, 0.25, true, std::nullopt, true,
+                                       &autocast_generator);
+    (out * weight).sum().backward();
   }
+  // The same fused kernel, dropout stream included, on the inputs' exact fp32 values.
+  Tensor reference = scaled_dot_product_attention(fp32[0], fp32[1], fp32[2], in.mask, 0.25, true, std::nullopt,
+                                                  true, &reference_generator);
+  (reference * weight).sum().backward();
+  EXPECT_EQ(out.dtype(), kFloat32);  // fp32 attention, not the composition's 16-bit probs @ v
+  EXPECT_TRUE(tensors_close(out, reference, 0.0, 0.0));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(bf16[i].grad().dtype(), kBFloat16);  // back through the recorded casts
+    EXPECT_TRUE(tensors_close(bf16[i].grad().to(kFloat32), fp32[i].grad().to(kBFloat16).to(kFloat32), 0.0, 0.0)) << "input " << i;
+  }
+}
+
+TEST(FusedAttention, MasksThatRequireGradTakeTheComposition) {
+  manual_seed(8);
+  Inputs in = make_inputs(1, 2, 4, 4, 8, 2);
   Tensor mask = in.mask.detach().requires_grad_();
   Tensor q = in.q.detach().requires_grad_();
   scaled_dot_product_attention(q, in.k, in.v, mask).sum().backward();
