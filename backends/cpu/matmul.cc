@@ -168,10 +168,11 @@ void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const T
   }
 }
 
-// float32 only (the op falls back to linear then gelu otherwise); oneDNN's gelu_erf post-op.
+// float32 and bfloat16 (the op falls back to linear then gelu otherwise); oneDNN's gelu_erf
+// post-op, applied to the fp32 accumulator. bfloat16 without native units: GEMM, then GELU.
 void linear_gelu_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
-  ACCEL_CHECK(out.dtype() == kFloat32, "linear_gelu: the fused CPU kernel is float32 only, got ",
-              dtype_name(out.dtype()));
+  ACCEL_CHECK(out.dtype() == kFloat32 || out.dtype() == kBFloat16,
+              "linear_gelu: the fused CPU kernel takes float32 or bfloat16, got ", dtype_name(out.dtype()));
   if (out.numel() == 0) return;
   if (a.size(2) > 0 && try_onednn(a, b, bias, out, false, /*allow_reference=*/false, /*gelu=*/true)) return;
   matmul_kernel(a, b, bias, out, false);  // a layout oneDNN will not fuse: GEMM, then GELU in place

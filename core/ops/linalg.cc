@@ -109,15 +109,19 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
 Tensor linear_gelu(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
   const Tensor x = autocast::to_low_precision(x_in), weight = autocast::to_low_precision(weight_in);
   const Tensor bias = autocast::to_low_precision(bias_in);
-  const bool fusable = x.dtype() == kFloat32 && weight.dtype() == kFloat32 && x.device() == weight.device() &&
-                       kernels::linear_gelu.has(x.device().type) && weight.dim() == 2 && x.dim() >= 1 &&
-                       x.size(-1) == weight.size(1) && !autograd::any_requires_grad({&x, &weight, &bias});
+  // float32, or bfloat16 (autocast's GEMM dtype: the epilogue then applies GELU to the fp32
+  // accumulator and rounds once).
+  const bool fusable = (x.dtype() == kFloat32 || x.dtype() == kBFloat16) && weight.dtype() == x.dtype() &&
+                       x.device() == weight.device() && kernels::linear_gelu.has(x.device().type) &&
+                       weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
+                       !autograd::any_requires_grad({&x, &weight, &bias});
   if (!fusable) return gelu(linear(x_in, weight_in, bias_in));
   if (bias.defined()) {
-    ACCEL_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0) && bias.dtype() == kFloat32 &&
+    ACCEL_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0) && bias.dtype() == x.dtype() &&
                     bias.device() == x.device(),
-                "linear_gelu: expected a float32 bias of shape [", weight.size(0), "] on ", x.device().str(),
-                " but got ", bias.shape_string(), " ", dtype_name(bias.dtype()), " on ", bias.device().str());
+                "linear_gelu: expected a ", dtype_name(x.dtype()), " bias of shape [", weight.size(0), "] on ",
+                x.device().str(), " but got ", bias.shape_string(), " ", dtype_name(bias.dtype()), " on ",
+                bias.device().str());
   }
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in_features});  // (rows, in)

@@ -1,6 +1,6 @@
 // tests/core/test_fused_ops.cc: the fused ops besides attention against their compositions in
 // float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, linear then gelu
-// otherwise) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
+// otherwise; also in bf16 under autocast) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
 // gradients of x, residual, weight and bias; the composition for broadcasting; fp32 under
 // autocast).
 #include <gtest/gtest.h>
@@ -30,6 +30,24 @@ TEST(LinearGelu, FusedEpilogueMatchesLinearThenGelu) {
   Tensor wd = w.to(kFloat64).detach().requires_grad_();
   gelu(linear(x.to(kFloat64), wd, b.to(kFloat64))).sum().backward();
   EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5));
+}
+
+TEST(LinearGelu, Bf16UnderAutocastAppliesGeluToTheFp32AccumulatorAndRoundsOnce) {
+  manual_seed(10);
+  // bf16-exact inputs, so the only roundings are the accumulation's and the result's.
+  Tensor x = randn({4, 9, 32}).to(kBFloat16), w = randn({40, 32}).to(kBFloat16), b = randn({40}).to(kBFloat16);
+  Tensor fused;
+  {
+    NoGradGuard no_grad;
+    AutocastGuard autocast(kBFloat16);
+    fused = linear_gelu(x.to(kFloat32), w.to(kFloat32), b.to(kFloat32));  // fp32 masters, cast by autocast
+  }
+  ASSERT_EQ(fused.dtype(), kBFloat16);
+  EXPECT_EQ(fused.sizes(), (Shape{4, 9, 40}));
+  Tensor exact = gelu(linear(x.to(kFloat64), w.to(kFloat64), b.to(kFloat64)));
+  // One rounding to bf16 (2^-8 relative) plus fp32 accumulation error; linear then gelu in
+  // bf16 rounds twice, which this bound also admits, but never more than that.
+  EXPECT_TRUE(tensors_close(fused.to(kFloat64), exact, 1.0 / 256, 1e-4));
 }
 
 TEST(AddLayerNorm, MatchesAddThenLayerNormInFloat64) {
