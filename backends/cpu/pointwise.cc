@@ -67,23 +67,58 @@ void unary_typed(UnaryOp op, const Tensor& in, const Tensor& out) {
   ACCEL_FAIL("unary: op ", int(op), " has no kernel for dtype ", dtype_name(in.dtype()), " on cpu");
 }
 
-// Contiguous float32 transcendental ops, in chunks through the vectorized math of
-// vec_math.h. Returns false for the cases it does not cover.
+// The vectorized paths below work on chunks of floats. For float32 a chunk is the tensor's own
+// memory; for the 16-bit floats it is converted into a buffer on load and rounded once on store,
+// as every other 16-bit kernel computes in float and rounds once.
+constexpr int64_t kFloatChunk = 512;
+
+bool is_chunkable_float(DType dtype) { return dtype == kFloat32 || dtype == kBFloat16 || dtype == kFloat16; }
+
+// Elements [start, start + n) of a contiguous float tensor as floats (in `buffer` unless float32).
+template <typename T>
+const float* load_chunk_as(const Tensor& t, int64_t start, int64_t n, float* buffer) {
+  const T* from = t.data_ptr<T>() + start;
+  for (int64_t i = 0; i < n; ++i) buffer[i] = float(from[i]);
+  return buffer;
+}
+const float* load_chunk(const Tensor& t, int64_t start, int64_t n, float* buffer) {
+  switch (t.dtype()) {
+    case kBFloat16: return load_chunk_as<BFloat16>(t, start, n, buffer);
+    case kFloat16: return load_chunk_as<Half>(t, start, n, buffer);
+    default: return t.data_ptr<float>() + start;
+  }
+}
+// Where to compute a chunk of `t`'s elements: its own memory for float32, else `buffer`, which
+// store_chunk then rounds into `t`.
+float* chunk_target(const Tensor& t, int64_t start, float* buffer) {
+  return t.dtype() == kFloat32 ? t.data_ptr<float>() + start : buffer;
+}
+void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* values) {
+  if (t.dtype() == kBFloat16) {
+    BFloat16* to = t.data_ptr<BFloat16>() + start;
+    for (int64_t i = 0; i < n; ++i) to[i] = BFloat16(values[i]);
+  } else if (t.dtype() == kFloat16) {
+    Half* to = t.data_ptr<Half>() + start;
+    for (int64_t i = 0; i < n; ++i) to[i] = Half(values[i]);
+  }
+}
+
+// Contiguous float transcendental ops (float32, and the 16-bit floats through float chunks),
+// through the vectorized math of vec_math.h. Returns false for the cases it does not cover.
 bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
-  if (in.dtype() != kFloat32 || !in.is_contiguous() || !out.is_contiguous()) return false;
+  if (!is_chunkable_float(in.dtype()) || out.dtype() != in.dtype() || !in.is_contiguous() || !out.is_contiguous()) {
+    return false;
+  }
   if (op != UnaryOp::Exp && op != UnaryOp::Tanh && op != UnaryOp::Sigmoid && op != UnaryOp::Gelu &&
       op != UnaryOp::GeluTanh && op != UnaryOp::Erf) {
     return false;
   }
-  const float* x = in.data_ptr<float>();
-  float* y = out.data_ptr<float>();
   parallel_for(in.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kChunk = 512;
-    float t[kChunk];
-    for (int64_t start = begin; start < end; start += kChunk) {
-      const int64_t n = std::min(kChunk, end - start);
-      const float* xs = x + start;
-      float* ys = y + start;
+    float t[kFloatChunk], x_buffer[kFloatChunk], y_buffer[kFloatChunk];
+    for (int64_t start = begin; start < end; start += kFloatChunk) {
+      const int64_t n = std::min(kFloatChunk, end - start);
+      const float* xs = load_chunk(in, start, n, x_buffer);
+      float* ys = chunk_target(out, start, y_buffer);
       switch (op) {
         case UnaryOp::Exp: vec::exp(xs, ys, n); break;
         case UnaryOp::Tanh: vec::tanh(xs, ys, n); break;
@@ -104,34 +139,34 @@ bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
           for (int64_t i = 0; i < n; ++i) ys[i] = 0.5f * xs[i] * (1.0f + t[i]);
           break;
       }
+      store_chunk(out, start, n, ys);
     }
   });
   return true;
 }
 
-// grad * gelu'(x) for contiguous float32, vectorized as above.
+// grad * gelu'(x) for contiguous floats of one dtype, vectorized and chunked as above.
 bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, const Tensor& out) {
-  if ((op != BinaryOp::GeluBackward && op != BinaryOp::GeluTanhBackward) || x.dtype() != kFloat32 ||
-      !x.is_contiguous() || !grad.is_contiguous() || !out.is_contiguous()) {
+  if ((op != BinaryOp::GeluBackward && op != BinaryOp::GeluTanhBackward) || !is_chunkable_float(x.dtype()) ||
+      grad.dtype() != x.dtype() || out.dtype() != x.dtype() || !x.is_contiguous() || !grad.is_contiguous() ||
+      !out.is_contiguous()) {
     return false;
   }
-  const float* g = grad.data_ptr<float>();
-  const float* xp = x.data_ptr<float>();
-  float* o = out.data_ptr<float>();
   const bool tanh_form = op == BinaryOp::GeluTanhBackward;
   parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kChunk = 512;
-    float a[kChunk], b[kChunk];
-    for (int64_t start = begin; start < end; start += kChunk) {
-      const int64_t n = std::min(kChunk, end - start);
-      const float* xs = xp + start;
+    float a[kFloatChunk], b[kFloatChunk], g_buffer[kFloatChunk], x_buffer[kFloatChunk], o_buffer[kFloatChunk];
+    for (int64_t start = begin; start < end; start += kFloatChunk) {
+      const int64_t n = std::min(kFloatChunk, end - start);
+      const float* xs = load_chunk(x, start, n, x_buffer);
+      const float* g = load_chunk(grad, start, n, g_buffer);
+      float* o = chunk_target(out, start, o_buffer);
       if (tanh_form) {
         for (int64_t i = 0; i < n; ++i) a[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
         vec::tanh(a, a, n);
         for (int64_t i = 0; i < n; ++i) {
           float x2 = xs[i] * xs[i];
           float d_inner = float(kSqrt2OverPi) * (1.0f + float(3 * kGeluTanhCoeff) * x2);
-          o[start + i] = g[start + i] * (0.5f * (1.0f + a[i]) + 0.5f * xs[i] * (1.0f - a[i] * a[i]) * d_inner);
+          o[i] = g[i] * (0.5f * (1.0f + a[i]) + 0.5f * xs[i] * (1.0f - a[i] * a[i]) * d_inner);
         }
       } else {
         for (int64_t i = 0; i < n; ++i) {
@@ -142,9 +177,10 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
         vec::exp(b, b, n);
         for (int64_t i = 0; i < n; ++i) {
           float cdf = 0.5f * (1.0f + a[i]);
-          o[start + i] = g[start + i] * (cdf + xs[i] * b[i] * float(kInvSqrt2Pi));
+          o[i] = g[i] * (cdf + xs[i] * b[i] * float(kInvSqrt2Pi));
         }
       }
+      store_chunk(out, start, n, o);
     }
   });
   return true;
