@@ -96,7 +96,7 @@ bool write_slot_diagram(const std::string& path) {
       row(kernels::attention_backward, "", "the backward of each\\ncomposed op"),
       row(kernels::softmax, "softmax.cu"), row(kernels::softmax_backward, "softmax.cu"),
       row(kernels::layer_norm, "softmax.cu"), row(kernels::layer_norm_backward, "softmax.cu"),
-      row(kernels::add_layer_norm, "", "core composes add,\\nthen layer_norm"),
+      row(kernels::add_layer_norm, "softmax.cu"),
       row(kernels::index_select, "index.cu"), row(kernels::index_add, "index.cu"), row(kernels::gather, "index.cu"),
       row(kernels::scatter_add, "index.cu"), row(kernels::random, "random.cu"), row(kernels::dropout, "random.cu"),
       row(kernels::dropout_backward, "random.cu"), row(kernels::adamw, "optim.cu"),

@@ -432,6 +432,24 @@ TEST(CudaOps, LayerNormForwardAndBackward) {
   }
 }
 
+TEST(CudaOps, AddLayerNormForwardAndGradientsOfAllFourInputs) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    for (int64_t cols : {32, 768, 1030}) {
+      const Tensor x = random_input({4, 5, cols}, dtype, 140) * 2.0 + 0.5;
+      const Tensor residual = random_input({4, 5, cols}, dtype, 141);
+      const Tensor w = random_input({cols}, dtype, 142), b = random_input({cols}, dtype, 143);
+      const std::string name = "add_layer_norm cols " + std::to_string(cols);
+      check_op(name, dtype, {x, residual, w, b},
+               [cols](auto& v) { return add_layer_norm(v[0], v[1], {cols}, v[2], v[3], 1e-5); }, true,
+               tolerance(dtype));
+      // Nothing recorded: the kernel keeps no sum for backward.
+      check_op(name + " no affine, inference", dtype, {x, residual},
+               [cols](auto& v) { return add_layer_norm(v[0], v[1], {cols}); }, false, tolerance(dtype));
+    }
+  }
+}
+
 TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
   SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const Tensor targets = from_vector(std::vector<int64_t>{3, 0, 9, 9, -100, 1, 4, 2}, {8});
