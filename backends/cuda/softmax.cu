@@ -29,12 +29,6 @@ RowGeometry geometry(const Tensor& t, int64_t dim) {
   return g;
 }
 
-int threads_for(int64_t per_row) {
-  int threads = 32;
-  while (threads < 512 && threads < per_row) threads *= 2;
-  return threads;
-}
-
 template <typename T>
 __global__ void softmax_kernel_device(const T* x, T* y, RowGeometry g, bool log) {
   using M = stat_t<T>;
@@ -78,14 +72,12 @@ __global__ void softmax_backward_kernel_device(const T* dy, const T* y, T* dx, R
   }
 }
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, 1 << 20))); }
-
 void softmax_kernel(const Tensor& in, int64_t dim, bool log, const Tensor& out) {
   RowGeometry g = geometry(in, dim);
   if (in.numel() == 0) return;
   visit_floating_device(in.dtype(), log ? "log_softmax" : "softmax", [&]<typename T>() {
     KernelContext context(in);
-    softmax_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_for(g.D), 0, context.stream>>>(
+    softmax_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_per_row(g.D), 0, context.stream>>>(
         device_ptr<const T>(in), device_ptr<T>(out), g, log);
     ACCEL_CUDA_CHECK_LAUNCH();
   });
@@ -96,7 +88,7 @@ void softmax_backward_kernel(const Tensor& grad, const Tensor& out, int64_t dim,
   if (out.numel() == 0) return;
   visit_floating_device(out.dtype(), log ? "log_softmax_backward" : "softmax_backward", [&]<typename T>() {
     KernelContext context(out);
-    softmax_backward_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_for(g.D), 0, context.stream>>>(
+    softmax_backward_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_per_row(g.D), 0, context.stream>>>(
         device_ptr<const T>(grad), device_ptr<const T>(out), device_ptr<T>(grad_in), g, log);
     ACCEL_CUDA_CHECK_LAUNCH();
   });
@@ -208,7 +200,7 @@ void normalize_rows(const char* op, const Tensor& x, const Tensor& residual, con
   visit_floating_device(x.dtype(), op, [&]<typename T>() {
     using M = stat_t<T>;
     KernelContext context(x);
-    layer_norm_kernel_device<T><<<row_blocks(rows), threads_for(cols), 0, context.stream>>>(
+    layer_norm_kernel_device<T><<<row_blocks(rows), threads_per_row(cols), 0, context.stream>>>(
         device_ptr<const T>(x), optional_ptr<T>(residual), optional_ptr<T>(weight), optional_ptr<T>(bias), eps,
         device_ptr<T>(out), optional_mutable_ptr<T>(sum), device_ptr<M>(mean), device_ptr<M>(rstd), rows, cols);
     ACCEL_CUDA_CHECK_LAUNCH();
@@ -234,7 +226,7 @@ void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tenso
     using M = stat_t<T>;
     KernelContext context(x);
     if (grad_x.defined() && rows > 0) {
-      layer_norm_grad_x_kernel<T><<<row_blocks(rows), threads_for(cols), 0, context.stream>>>(
+      layer_norm_grad_x_kernel<T><<<row_blocks(rows), threads_per_row(cols), 0, context.stream>>>(
           device_ptr<const T>(grad), device_ptr<const T>(x), optional_ptr<T>(weight), device_ptr<const M>(mean),
           device_ptr<const M>(rstd), device_ptr<T>(grad_x), rows, cols);
       ACCEL_CUDA_CHECK_LAUNCH();
