@@ -547,6 +547,11 @@ TEST(CudaOps, AttentionWithAFullMaskContiguousHeadsAndAScale) {
              {random_input({2, 4, 1, 8}, dtype, 164), random_input({2, 4, 9, 8}, dtype, 165),
               random_input({2, 4, 9, 8}, dtype, 166)},
              attention_with(Tensor(), 0.0, 0.5), true, tol);
+    // One head: the batch stride is the head stride, whatever the layout.
+    check_op("attention, one head, key padding", dtype,
+             {split_heads(3, 4, 1, 8, dtype, 167), split_heads(3, 6, 1, 8, dtype, 168),
+              split_heads(3, 6, 1, 8, dtype, 169)},
+             attention_with(key_padding_mask({0, 2, 5}, 6, dtype)), true, tol);
   }
 }
 
