@@ -152,6 +152,19 @@ inline unsigned grid_for(int64_t work_items, int block = kBlockSize) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
 }
 
+/// Threads of a one-block-per-row kernel: the smallest power of two from 32 to 512 that
+/// covers the row (a block strides over longer rows).
+inline int threads_per_row(int64_t per_row) {
+  int threads = 32;
+  while (threads < 512 && threads < per_row) threads *= 2;
+  return threads;
+}
+
+/// Blocks of a one-block-per-row kernel (a grid-stride loop covers rows past 2^20).
+inline unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(rows < 1 ? 1 : (rows > (1 << 20) ? (1 << 20) : rows));
+}
+
 /// The stream kernels for tensor t run on (its device's current stream); makes its device
 /// current for the guard's lifetime.
 struct KernelContext {

@@ -2,11 +2,13 @@
 // column-major product out^T (N, M) = b^T a^T, so row-major operands enter cuBLAS untouched
 // and transposed views (weight.t()) enter with CUBLAS_OP_T: nothing is copied unless a
 // layout has no unit stride at all. Batches go through cublasGemmStridedBatchedEx (batch
-// stride 0 broadcasts). Unbatched products with a bias use cuBLASLt's fused BIAS epilogue;
-// where cuBLASLt offers no algorithm the bias is added by the elementwise kernels after the
-// GEMM. linear_gelu does not use CUBLASLT_EPILOGUE_GELU(_BIAS): that epilogue is the tanh
-// approximation (PyTorch fuses it only for gelu(approximate='tanh')), and the slot promises
-// erf GELU, so it fuses the bias and runs erf GELU in place. 16-bit inputs accumulate in fp32.
+// stride 0 broadcasts); gemm_strided_batched (blas.h) hands the same call to other kernels,
+// with an output that may be a strided view. Unbatched products with a bias use cuBLASLt's
+// fused BIAS epilogue; where cuBLASLt offers no algorithm the bias is added by the
+// elementwise kernels after the GEMM. linear_gelu does not use CUBLASLT_EPILOGUE_GELU(_BIAS):
+// that epilogue is the tanh approximation (PyTorch fuses it only for
+// gelu(approximate='tanh')), and the slot promises erf GELU, so it fuses the bias and runs
+// erf GELU in place. 16-bit inputs accumulate in fp32.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -115,12 +117,16 @@ void check_int(int64_t value, const char* what) {
   ACCEL_CHECK(value <= INT_MAX, "matmul on cuda: ", what, " = ", value, " exceeds cuBLAS's int range");
 }
 // [snippet:gemm-batched]
-// out = a @ b (+ beta * out) through cublasGemmStridedBatchedEx.
+// out = a @ b (+ beta * out) through cublasGemmStridedBatchedEx. out has unit stride along N;
+// its row and batch strides may be larger than N and M * N (a view into a wider buffer).
 void gemm_batched(const Tensor& a, const Tensor& b, const Tensor& out, double beta) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   check_int(M, "M"); check_int(N, "N"); check_int(K, "K"); check_int(B, "batch");
+  ACCEL_CHECK(out.stride(2) == 1 || N == 1, "matmul on cuda: the output needs unit stride along N, got strides ",
+              shape_str(out.strides()));
+  const int64_t ld_out = M == 1 ? N : out.stride(1), batch_stride_out = B == 1 ? M * N : out.stride(0);
   Operand x = operand_of(b, B), y = operand_of(a, B);
-  check_int(x.ld, "ld of b"); check_int(y.ld, "ld of a");
+  check_int(x.ld, "ld of b"); check_int(y.ld, "ld of a"); check_int(ld_out, "ld of out");
   GemmTypes types = gemm_types(out.dtype());
   KernelContext context(out);
   cublasHandle_t handle = handles(out.device().index).blas;
@@ -129,7 +135,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, const Tensor& out, double be
   ACCEL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       handle, x.op, y.op, int(N), int(M), int(K), s.alpha(types.scale), x.data, types.data, int(x.ld),
       x.batch_stride, y.data, types.data, int(y.ld), y.batch_stride, s.beta(types.scale), out.data_ptr(), types.data,
-      int(N), M * N, int(B), types.compute, CUBLAS_GEMM_DEFAULT));
+      int(ld_out), batch_stride_out, int(B), types.compute, CUBLAS_GEMM_DEFAULT));
 }
 // [end]
 struct LtDescriptors {
@@ -215,6 +221,8 @@ void linear_gelu_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, co
 }
 
 }  // namespace
+
+void gemm_strided_batched(const Tensor& a, const Tensor& b, const Tensor& out) { gemm_batched(a, b, out, 0.0); }
 
 bool allow_tf32() { return tf32_allowed; }
 void set_allow_tf32(bool allow) { tf32_allowed = allow; }

@@ -1,9 +1,11 @@
 // CUDA softmax and log_softmax over one dim, forward and backward, and layer norm forward
-// and backward. The softmax tensor is viewed as (outer, D, inner) with the softmax dim in
-// the middle; one block per (outer, inner) row, statistics in float (double for float64)
-// combined with warp shuffles. Layer norm: x (rows, cols), one block per row, fp32 statistics
-// (double for float64), mean and rstd saved; the weight and bias gradients are column sums
-// in double, one thread per column, as the CPU's.
+// and backward, also of x + residual (add_layer_norm, the fused residual connection). The
+// softmax tensor is viewed as (outer, D, inner) with the softmax dim in the middle; one block
+// per (outer, inner) row, statistics in float (double for float64) combined with warp
+// shuffles. Layer norm: x (rows, cols), one block per row, fp32 statistics (double for
+// float64), mean and rstd saved; add_layer_norm rounds x + residual to the dtype as add
+// would, normalizes that, and saves it for backward, which is layer norm's. The weight and
+// bias gradients are column sums in double, one thread per column, as the CPU's.
 #include <cmath>
 
 #include "backends/cuda/device_utils.cuh"
@@ -25,12 +27,6 @@ RowGeometry geometry(const Tensor& t, int64_t dim) {
   for (int64_t d = 0; d < dim; ++d) g.outer *= t.size(d);
   for (int64_t d = dim + 1; d < t.dim(); ++d) g.inner *= t.size(d);
   return g;
-}
-
-int threads_for(int64_t per_row) {
-  int threads = 32;
-  while (threads < 512 && threads < per_row) threads *= 2;
-  return threads;
 }
 
 template <typename T>
@@ -76,14 +72,12 @@ __global__ void softmax_backward_kernel_device(const T* dy, const T* y, T* dx, R
   }
 }
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, 1 << 20))); }
-
 void softmax_kernel(const Tensor& in, int64_t dim, bool log, const Tensor& out) {
   RowGeometry g = geometry(in, dim);
   if (in.numel() == 0) return;
   visit_floating_device(in.dtype(), log ? "log_softmax" : "softmax", [&]<typename T>() {
     KernelContext context(in);
-    softmax_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_for(g.D), 0, context.stream>>>(
+    softmax_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_per_row(g.D), 0, context.stream>>>(
         device_ptr<const T>(in), device_ptr<T>(out), g, log);
     ACCEL_CUDA_CHECK_LAUNCH();
   });
@@ -94,25 +88,40 @@ void softmax_backward_kernel(const Tensor& grad, const Tensor& out, int64_t dim,
   if (out.numel() == 0) return;
   visit_floating_device(out.dtype(), log ? "log_softmax_backward" : "softmax_backward", [&]<typename T>() {
     KernelContext context(out);
-    softmax_backward_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_for(g.D), 0, context.stream>>>(
+    softmax_backward_kernel_device<T><<<row_blocks(g.outer * g.inner), threads_per_row(g.D), 0, context.stream>>>(
         device_ptr<const T>(grad), device_ptr<const T>(out), device_ptr<T>(grad_in), g, log);
     ACCEL_CUDA_CHECK_LAUNCH();
   });
 }
 
+// Element i of what is normalized: x, or x + residual rounded to T as add would round it
+// (each pass recomputes the same rounded sum, so every pass sees the same value).
 template <typename T>
-__global__ void layer_norm_kernel_device(const T* x, const T* w, const T* b, double eps, T* y, stat_t<T>* mean,
-                                         stat_t<T>* rstd, int64_t rows, int64_t cols) {
+__device__ __forceinline__ stat_t<T> normalized_input(const T* x, const T* residual, int64_t i) {
+  using M = stat_t<T>;
+  if (residual == nullptr) return M(load_compute(x[i]));
+  return M(load_compute(store_compute<T>(M(load_compute(x[i])) + M(load_compute(residual[i])))));
+}
+
+// Layer norm of x, or of x + residual when residual is given (add_layer_norm), which then
+// writes the rounded sum to sum_out when that is given, for backward.
+template <typename T>
+__global__ void layer_norm_kernel_device(const T* x, const T* residual, const T* w, const T* b, double eps, T* y,
+                                         T* sum_out, stat_t<T>* mean, stat_t<T>* rstd, int64_t rows, int64_t cols) {
   using M = stat_t<T>;
   __shared__ M shared[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* xr = x + r * cols;
+    const int64_t first = r * cols;
     M sum = 0;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += M(load_compute(xr[c]));
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const M v = normalized_input(x, residual, first + c);
+      if (sum_out) sum_out[first + c] = store_compute<T>(v);
+      sum += v;
+    }
     const M mu = block_reduce(sum, SumOp{}, M(0), shared) / M(cols);
     M squares = 0;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-      const M d = M(load_compute(xr[c])) - mu;
+      const M d = normalized_input(x, residual, first + c) - mu;
       squares += d * d;
     }
     squares = block_reduce(squares, SumOp{}, M(0), shared);
@@ -122,10 +131,10 @@ __global__ void layer_norm_kernel_device(const T* x, const T* w, const T* b, dou
       rstd[r] = rs;
     }
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-      M v = (M(load_compute(xr[c])) - mu) * rs;
+      M v = (normalized_input(x, residual, first + c) - mu) * rs;
       if (w) v = v * M(load_compute(w[c]));
       if (b) v = v + M(load_compute(b[c]));
-      y[r * cols + c] = store_compute<T>(v);
+      y[first + c] = store_compute<T>(v);
     }
   }
 }
@@ -182,19 +191,30 @@ void check_stats_dtype(const Tensor& stats, DType x_dtype) {
               dtype_name(x_dtype), " input, got ", dtype_name(stats.dtype()));
 }
 
-void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out,
-                       const Tensor& mean, const Tensor& rstd) {
+// Forward of layer_norm (residual undefined) and of add_layer_norm.
+void normalize_rows(const char* op, const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                    double eps, const Tensor& out, const Tensor& sum, const Tensor& mean, const Tensor& rstd) {
   const int64_t rows = x.size(0), cols = x.size(1);
   if (rows == 0) return;
   check_stats_dtype(mean, x.dtype());
-  visit_floating_device(x.dtype(), "layer_norm", [&]<typename T>() {
+  visit_floating_device(x.dtype(), op, [&]<typename T>() {
     using M = stat_t<T>;
     KernelContext context(x);
-    layer_norm_kernel_device<T><<<row_blocks(rows), threads_for(cols), 0, context.stream>>>(
-        device_ptr<const T>(x), optional_ptr<T>(weight), optional_ptr<T>(bias), eps, device_ptr<T>(out),
-        device_ptr<M>(mean), device_ptr<M>(rstd), rows, cols);
+    layer_norm_kernel_device<T><<<row_blocks(rows), threads_per_row(cols), 0, context.stream>>>(
+        device_ptr<const T>(x), optional_ptr<T>(residual), optional_ptr<T>(weight), optional_ptr<T>(bias), eps,
+        device_ptr<T>(out), optional_mutable_ptr<T>(sum), device_ptr<M>(mean), device_ptr<M>(rstd), rows, cols);
     ACCEL_CUDA_CHECK_LAUNCH();
   });
+}
+
+void layer_norm_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out,
+                       const Tensor& mean, const Tensor& rstd) {
+  normalize_rows("layer_norm", x, Tensor(), weight, bias, eps, out, Tensor(), mean, rstd);
+}
+
+void add_layer_norm_kernel(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                           double eps, const Tensor& out, const Tensor& sum, const Tensor& mean, const Tensor& rstd) {
+  normalize_rows("add_layer_norm", x, residual, weight, bias, eps, out, sum, mean, rstd);
 }
 
 void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
@@ -206,7 +226,7 @@ void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tenso
     using M = stat_t<T>;
     KernelContext context(x);
     if (grad_x.defined() && rows > 0) {
-      layer_norm_grad_x_kernel<T><<<row_blocks(rows), threads_for(cols), 0, context.stream>>>(
+      layer_norm_grad_x_kernel<T><<<row_blocks(rows), threads_per_row(cols), 0, context.stream>>>(
           device_ptr<const T>(grad), device_ptr<const T>(x), optional_ptr<T>(weight), device_ptr<const M>(mean),
           device_ptr<const M>(rstd), device_ptr<T>(grad_x), rows, cols);
       ACCEL_CUDA_CHECK_LAUNCH();
@@ -226,5 +246,6 @@ ACCEL_REGISTER_KERNEL(softmax, DeviceType::CUDA, softmax_kernel);
 ACCEL_REGISTER_KERNEL(softmax_backward, DeviceType::CUDA, softmax_backward_kernel);
 ACCEL_REGISTER_KERNEL(layer_norm, DeviceType::CUDA, layer_norm_kernel);
 ACCEL_REGISTER_KERNEL(layer_norm_backward, DeviceType::CUDA, layer_norm_backward_kernel);
+ACCEL_REGISTER_KERNEL(add_layer_norm, DeviceType::CUDA, add_layer_norm_kernel);
 
 }  // namespace accel::cuda

@@ -3,7 +3,8 @@
 // bool dtypes where the op has them), forward and, for differentiable ops, backward through
 // autograd; CUDA results, copied back, must match the CPU's within the CUDA issue's
 // tolerances (f32 1e-5 relative, TF32 1e-3, 16-bit 1e-2). Inputs come contiguous, transposed
-// and broadcast. Random draws and dropout must give the CPU's Philox stream. Then the
+// and broadcast. Random draws and dropout must give the CPU's Philox stream, in dropout() and
+// inside fused attention (checked with and without masks, padded keys, Tq != Tk). Then the
 // runtime: the caching allocator's statistics and reuse, streams and events, chunked host
 // copies, and the tiny BERT forward and backward against the CPU. Each failure names the
 // op, dtype and shapes, and the worst element with its index and error. Without a GPU every
@@ -14,7 +15,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -432,6 +435,24 @@ TEST(CudaOps, LayerNormForwardAndBackward) {
   }
 }
 
+TEST(CudaOps, AddLayerNormForwardAndGradientsOfAllFourInputs) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    for (int64_t cols : {32, 768, 1030}) {
+      const Tensor x = random_input({4, 5, cols}, dtype, 140) * 2.0 + 0.5;
+      const Tensor residual = random_input({4, 5, cols}, dtype, 141);
+      const Tensor w = random_input({cols}, dtype, 142), b = random_input({cols}, dtype, 143);
+      const std::string name = "add_layer_norm cols " + std::to_string(cols);
+      check_op(name, dtype, {x, residual, w, b},
+               [cols](auto& v) { return add_layer_norm(v[0], v[1], {cols}, v[2], v[3], 1e-5); }, true,
+               tolerance(dtype));
+      // Nothing recorded: the kernel keeps no sum for backward.
+      check_op(name + " no affine, inference", dtype, {x, residual},
+               [cols](auto& v) { return add_layer_norm(v[0], v[1], {cols}); }, false, tolerance(dtype));
+    }
+  }
+}
+
 TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
   SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
   const Tensor targets = from_vector(std::vector<int64_t>{3, 0, 9, 9, -100, 1, 4, 2}, {8});
@@ -453,6 +474,111 @@ TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
     check_op("index_add dim 0", dtype,
              {random_input({8, 6}, dtype, 50), ids.flatten(), random_input({10, 6}, dtype, 51)},
              [](auto& v) { return index_add(v[0], 0, v[1], v[2]); }, true, tol);
+  }
+}
+
+// ---- fused attention ---------------------------------------------------------------------
+// float32 takes the fused kernels on both devices; float16 and bfloat16 take core's
+// composition on both.
+
+// (B, H, T, D) as the split-head view of a (B, T, H * D) projection, the layout
+// MultiHeadSelfAttention passes: its batch entries do not fold into one GEMM batch.
+Tensor split_heads(int64_t B, int64_t T, int64_t H, int64_t D, DType dtype, uint64_t seed) {
+  return random_input({B, T, H, D}, dtype, seed).transpose(1, 2);
+}
+
+// Additive key-padding mask (B, 1, 1, Tk) in dtype: sequence b has pads[b] padded keys, at the
+// end, holding float's lowest value (-inf once in a 16-bit dtype).
+Tensor key_padding_mask(const std::vector<int64_t>& pads, int64_t Tk, DType dtype) {
+  const int64_t B = static_cast<int64_t>(pads.size());
+  Tensor keep = ones({B, Tk});
+  for (int64_t b = 0; b < B; ++b) keep.select(0, b).slice(0, Tk - pads[b], Tk).fill_(0.0);
+  return ((1.0 - keep) * std::numeric_limits<float>::lowest()).view({B, 1, 1, Tk}).to(dtype);
+}
+
+// Attention of the inputs v[0..2] with `mask` moved to their device (the mask takes no
+// gradient: one that requires grad would send both devices through the composition).
+OpFn attention_with(const Tensor& mask, double dropout_p = 0.0, std::optional<double> scale = std::nullopt,
+                    uint64_t dropout_seed = 0) {
+  return [=](const std::vector<Tensor>& v) {
+    Generator generator(dropout_seed);  // the same stream for each device's call
+    const Tensor on_device = mask.defined() ? mask.to(v[0].device()) : Tensor();
+    return scaled_dot_product_attention(v[0], v[1], v[2], on_device, dropout_p, dropout_p > 0.0, scale, true,
+                                        &generator);
+  };
+}
+
+TEST(CudaOps, AttentionWithoutMaskAndWithKeyPadding) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    const Tolerance tol = tolerance(dtype);
+    check_op("attention, no mask", dtype,
+             {split_heads(2, 7, 3, 16, dtype, 150), split_heads(2, 7, 3, 16, dtype, 151),
+              split_heads(2, 7, 3, 16, dtype, 152)},
+             attention_with(Tensor()), true, tol);
+    // Tq 5, Tk 11; sequence 2 is all padding in float32, which the CPU kernel does not cut
+    // (uniform over its keys, as the composition); in 16 bits -inf would make it NaN.
+    const std::vector<int64_t> pads = {0, 4, dtype == kFloat32 ? 11 : 10};
+    check_op("attention, key padding, Tq 5, Tk 11", dtype,
+             {split_heads(3, 5, 2, 8, dtype, 153), split_heads(3, 11, 2, 8, dtype, 154),
+              split_heads(3, 11, 2, 8, dtype, 155)},
+             attention_with(key_padding_mask(pads, 11, dtype)), true, tol);
+    // One batch entry, rows longer than a block (Tk 600 > 512 threads).
+    check_op("attention, B 1, Tk 600", dtype,
+             {split_heads(1, 3, 2, 8, dtype, 156), split_heads(1, 600, 2, 8, dtype, 157),
+              split_heads(1, 600, 2, 8, dtype, 158)},
+             attention_with(key_padding_mask({37}, 600, dtype)), true, tol);
+  }
+}
+
+TEST(CudaOps, AttentionWithAFullMaskContiguousHeadsAndAScale) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    const Tolerance tol = tolerance(dtype);
+    // A (B, 1, Tq, Tk) mask, Tq 6 > Tk 4; in float32 query 1 of batch 0 sees no key.
+    Tensor mask = random_input({2, 1, 6, 4}, kFloat32, 160);
+    if (dtype == kFloat32) mask.select(0, 0).select(0, 0).select(0, 1).fill_(std::numeric_limits<float>::lowest());
+    check_op("attention, full mask, Tq 6, Tk 4", dtype,
+             {split_heads(2, 6, 3, 8, dtype, 161), split_heads(2, 4, 3, 8, dtype, 162),
+              split_heads(2, 4, 3, 8, dtype, 163)},
+             attention_with(mask.to(dtype)), true, tol);
+    // Contiguous (B, H, T, D) heads and one query: every operand folds into one GEMM batch.
+    check_op("attention, contiguous heads, Tq 1, scale 0.5", dtype,
+             {random_input({2, 4, 1, 8}, dtype, 164), random_input({2, 4, 9, 8}, dtype, 165),
+              random_input({2, 4, 9, 8}, dtype, 166)},
+             attention_with(Tensor(), 0.0, 0.5), true, tol);
+    // One head: the batch stride is the head stride, whatever the layout.
+    check_op("attention, one head, key padding", dtype,
+             {split_heads(3, 4, 1, 8, dtype, 167), split_heads(3, 6, 1, 8, dtype, 168),
+              split_heads(3, 6, 1, 8, dtype, 169)},
+             attention_with(key_padding_mask({0, 2, 5}, 6, dtype)), true, tol);
+  }
+}
+
+TEST(CudaOps, AttentionDropoutDrawsTheCpuStream) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    const Tolerance tol = tolerance(dtype);
+    const Tensor q = split_heads(2, 9, 3, 8, dtype, 170), k = split_heads(2, 13, 3, 8, dtype, 171);
+    const Tensor v = split_heads(2, 13, 3, 8, dtype, 172);
+    const Tensor mask = key_padding_mask({0, 5}, 13, dtype);
+    check_op("attention, dropout 0.25, key padding", dtype, {q, k, v}, attention_with(mask, 0.25, std::nullopt, 2024),
+             true, tol);
+    // Call after call from one generator, started mid-stream: both devices draw the same
+    // elements and advance their generators alike.
+    Generator cpu_gen(31), cuda_gen(31);
+    cpu_gen.reserve(3);
+    cuda_gen.reserve(3);
+    const Tensor q_dev = on_cuda(q), k_dev = on_cuda(k), v_dev = on_cuda(v);
+    for (int call = 0; call < 2; ++call) {
+      const Tensor expected = scaled_dot_product_attention(q, k, v, Tensor(), 0.4, true, std::nullopt, true, &cpu_gen);
+      const Tensor actual =
+          scaled_dot_product_attention(q_dev, k_dev, v_dev, Tensor(), 0.4, true, std::nullopt, true, &cuda_gen);
+      ACCEL_CUDA_SYNC_FOR_TEST();
+      EXPECT_TRUE(tensors_close(actual.cpu(), expected, tol.rtol, tol.atol))
+          << "attention dropout, call " << call << ", in " << dtype_name(dtype);
+    }
+    EXPECT_EQ(cpu_gen.offset(), cuda_gen.offset()) << "both devices must advance the generator equally";
   }
 }
 
