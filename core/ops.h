@@ -151,7 +151,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
 Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = nullptr);
 /// Scaled dot-product attention: dropout(softmax(scale * q k^T + additive_mask)) v.
 /// q (B, H, Tq, D), k and v (B, H, Tk, D), additive_mask broadcastable to (B, H, Tq, Tk) or
-/// undefined -> (B, H, Tq, D). Where a backend has the fused kernel (float32 on the CPU) the
+/// undefined -> (B, H, Tq, D). Where a backend has the fused kernel (float32; CPU and CUDA) the
 /// probabilities are computed per (batch, head) in cache, never as separate scaled, masked
 /// and softmaxed tensors, and the result is a (B, H, Tq, D) view of a (B, Tq, H, D) buffer,
 /// so merging heads back is free; under autocast it runs on fp32 casts of q, k and v and

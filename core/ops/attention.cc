@@ -50,11 +50,10 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   ACCEL_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "scaled_dot_product_attention: dropout probability must be in "
               "[0, 1], got ", dropout_p);
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q_in.size(3))));
-  // Under autocast, recorded fp32 casts: gradients flow back through them in the inputs' dtype.
-  const bool autocasting = autocast::is_enabled();
-  const Tensor q32 = autocasting ? autocast::to_full_precision(q_in) : q_in;
-  const Tensor k32 = autocasting ? autocast::to_full_precision(k_in) : k_in;
-  const Tensor v32 = autocasting ? autocast::to_full_precision(v_in) : v_in;
+  // Under autocast, recorded fp32 casts (gradients flow back through them in the inputs'
+  // dtype); otherwise the inputs themselves.
+  const Tensor q32 = autocast::to_full_precision(q_in), k32 = autocast::to_full_precision(k_in);
+  const Tensor v32 = autocast::to_full_precision(v_in);
   // Otherwise the composition, whose matmuls and softmax apply autocast's own precision rules
   // (16-bit GEMMs, fp32 softmax) where it is on.
   if (!fused || !fused_kernel_applies(q32, k32, v32, additive_mask) || (training && dropout_p == 1.0)) {
