@@ -80,7 +80,7 @@ for config in "${configs[@]}"; do
     "${torch_env[@]}" python3 "$root/bench/bert_step_torch.py" "${args[@]}" | tee "$logs/torch_${tag}_$round.log"
   done
   # Where accel's step time goes: the per-kernel table, for the matmul kernel's share.
-  ACCEL_PROFILE=1 "$build/bin/bench_bert_step" "${args[@]}" --warmup 0 >"$logs/profile_${tag}.log" 2>&1
+  ACCEL_PROFILE=1 "$build/bin/bench_bert_step" "${args[@]}" --warmup 1 >"$logs/profile_${tag}.log" 2>&1
 done
 
 # The machine's oneDNN GEMM ceiling at each model's step shapes.
@@ -109,7 +109,8 @@ def gemm_flops(s, mode, attention):
     return forward * (3 if mode == "train" else 1)
 
 def kernel_ms_per_step(path):
-    """{kernel: ms per step} from the ACCEL_PROFILE table (--warmup 0: every call is a timed step)."""
+    """{kernel: ms per step} from the ACCEL_PROFILE table, which bench_bert_step resets after its
+    warmup, so every call in it belongs to a timed step."""
     table = {}
     with open(path) as f:
         for line in f:

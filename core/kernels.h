@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 
 #include "core/dispatch.h"
@@ -68,6 +69,9 @@ using AttentionFn = void(const Tensor& q, const Tensor& k, const Tensor& v, cons
 using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                  const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v);
+/// The attention kernels take float32 only (the op casts to it under autocast). Each backend's
+/// kernel calls this first, so that a direct caller of the slot gets an error, not garbage.
+void check_attention_float32(const char* op, std::initializer_list<const Tensor*> tensors);
 /// Softmax over dim of a contiguous tensor; log selects log_softmax.
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
 /// grad_in = softmax backward from the forward output `out` and grad `grad`.

@@ -27,6 +27,10 @@ class Table {
     e.seconds += seconds;
     e.calls += 1;
   }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_.clear();
+  }
   void print() {
     if (entries_.empty()) return;
     std::vector<std::pair<std::string, Entry>> rows(entries_.begin(), entries_.end());
@@ -60,6 +64,7 @@ bool detail::g_enabled = [] {
 }();
 
 void record(const char* name, double seconds) { table().add(name, seconds); }
+void reset() { table().clear(); }
 
 void Scope::finish() {
   const int64_t end_ns = trace::detail::now_ns();

@@ -18,6 +18,10 @@ extern bool g_enabled;  // read from ACCEL_PROFILE before main
 
 inline bool enabled() { return detail::g_enabled; }
 void record(const char* name, double seconds);
+/// Forgets everything recorded so far, so that the table at exit covers only what follows:
+/// a benchmark calls it after its warmup steps to leave out model setup and first-step work
+/// (initialization, optimizer state, primitive creation).
+void reset();
 
 /// Times a scope when profiling or tracing is on: for the table under profile_name ("K matmul",
 /// "MulBackward"), on the calling thread's trace track under trace_name and category.

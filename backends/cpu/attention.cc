@@ -99,16 +99,9 @@ int64_t keys_with_probability(const float* P, int64_t Tq, int64_t Tk) {
   return keys;
 }
 
-void check_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors) {
-    ACCEL_CHECK(!t->defined() || t->dtype() == kFloat32, op, ": the CPU kernel is float32 only, got ",
-                dtype_name(t->dtype()));
-  }
-}
-
 void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                       double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs) {
-  check_float32("attention", {&q, &k, &v, &mask, &out, &probs});
+  kernels::check_attention_float32("attention", {&q, &k, &v, &mask, &out, &probs});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   if (out.numel() == 0) return;
   const HeadView Q{q}, K{k}, V{v}, O{out};
@@ -152,7 +145,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
 void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
-  check_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
+  kernels::check_attention_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   const HeadView Q{q}, K{k}, V{v}, G{grad_out}, GQ{grad_q}, GK{grad_k}, GV{grad_v};
   const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));

@@ -140,16 +140,9 @@ void gemm_per_head(const HeadOperand& a, const HeadOperand& b, const Tensor& out
   }
 }
 
-void check_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors) {
-    ACCEL_CHECK(!t->defined() || t->dtype() == kFloat32, op, ": the CUDA kernel is float32 only, got ",
-                dtype_name(t->dtype()));
-  }
-}
-
 void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                       double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs) {
-  check_float32("attention", {&q, &k, &v, &mask, &out, &probs});
+  kernels::check_attention_float32("attention", {&q, &k, &v, &mask, &out, &probs});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2);
   if (out.numel() == 0) return;
   if (Tk == 0) {  // nothing to attend to: the empty sum
@@ -177,7 +170,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
 void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
-  check_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
+  kernels::check_attention_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   if (B * H == 0) return;
   if (Tq == 0 || Tk == 0 || D == 0) {  // empty products: zero gradients

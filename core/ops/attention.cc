@@ -37,6 +37,13 @@ Tensor with_unit_last_stride(const Tensor& t) { return t.stride(3) == 1 || t.siz
 
 }  // namespace
 
+void kernels::check_attention_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors) {
+    ACCEL_CHECK(!t->defined() || t->dtype() == kFloat32, op, ": the fused kernel takes float32 tensors only, got ",
+                dtype_name(t->dtype()), " on ", t->device().str());
+  }
+}
+
 Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const Tensor& additive_mask, double dropout_p, bool training,
                                     std::optional<double> scale, bool fused, Generator* generator) {

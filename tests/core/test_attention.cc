@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "core/autocast.h"
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "core/autograd/grad_mode.h"
 #include "core/random.h"
@@ -184,6 +185,14 @@ TEST(FusedAttention, BadShapesAreClearErrors) {
   EXPECT_TRUE(contains(error, "expected q (B, heads, Tq, head_dim) and k, v (B, heads, Tk, head_dim)")) << error;
   error = error_of([&] { scaled_dot_product_attention(q, q, q, Tensor(), 1.5, true); });
   EXPECT_TRUE(contains(error, "dropout probability must be in [0, 1], got 1.5")) << error;
+}
+
+TEST(FusedAttention, KernelSlotRejectsSixteenBitTensorsClearly) {
+  // The op casts to float32 before the kernels; a direct caller of the slot gets told so.
+  Tensor q = randn({1, 2, 3, 4}).to(kBFloat16);
+  Tensor out = Tensor::empty({1, 2, 3, 4}, kBFloat16);
+  std::string error = error_of([&] { kernels::attention(q.device(), q, q, q, Tensor(), 0.5, 0.0, 0, 0, out, Tensor()); });
+  EXPECT_TRUE(contains(error, "attention: the fused kernel takes float32 tensors only, got bfloat16 on cpu")) << error;
 }
 
 class CountingHooks : public nn::ForwardHooks {
