@@ -2,11 +2,13 @@
 /// Error checking for every CUDA runtime and cuBLAS(Lt) call: the failing expression, file,
 /// line and the library's own message end up in the accel::Error. ACCEL_CUDA_CHECK_LAUNCH
 /// follows each kernel launch, so a bad launch configuration names the launching line.
+/// cuBLAS's message comes from the library loaded on first use (cublas_loader.h): a status
+/// exists only once a call through it has returned one.
 #pragma once
 
-#include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
+#include "backends/cuda/cublas_loader.h"
 #include "core/error.h"
 
 #define ACCEL_CUDA_CHECK(expr)                                                               \
@@ -26,6 +28,7 @@
     cublasStatus_t accel_cublas_status = (expr);                                                 \
     if (accel_cublas_status != CUBLAS_STATUS_SUCCESS) [[unlikely]] {                             \
       ACCEL_FAIL("cuBLAS error at ", __FILE__, ":", __LINE__, " in ", #expr, ": ",               \
-                 cublasGetStatusString(accel_cublas_status), " (", int(accel_cublas_status), ")"); \
+                 ::accel::cuda::cublas().get_status_string(accel_cublas_status), " (",           \
+                 int(accel_cublas_status), ")");                                                 \
     }                                                                                            \
   } while (0)

@@ -8,10 +8,8 @@
 // elementwise kernels after the GEMM. linear_gelu does not use CUBLASLT_EPILOGUE_GELU(_BIAS):
 // that epilogue is the tanh approximation (PyTorch fuses it only for
 // gelu(approximate='tanh')), and the slot promises erf GELU, so it fuses the bias and runs
-// erf GELU in place. 16-bit inputs accumulate in fp32.
-#include <cublasLt.h>
-#include <cublas_v2.h>
-
+// erf GELU in place. 16-bit inputs accumulate in fp32. cuBLAS(Lt) is called through the
+// table that loads it on first use (cublas_loader.h).
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +17,7 @@
 #include <optional>
 
 #include "backends/cuda/blas.h"
+#include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/device_utils.cuh"
 #include "core/kernels.h"
 
@@ -49,8 +48,9 @@ BlasHandles& handles(int device) {
   std::lock_guard<std::mutex> lock(mutex);
   BlasHandles& h = per_device[device];
   if (h.blas == nullptr) {
-    ACCEL_CUBLAS_CHECK(cublasCreate(&h.blas));
-    ACCEL_CUBLAS_CHECK(cublasLtCreate(&h.lt));
+    const CublasApi& api = cublas();
+    ACCEL_CUBLAS_CHECK(api.create(&h.blas));
+    ACCEL_CUBLAS_CHECK(api.lt_create(&h.lt));
     ACCEL_CUDA_CHECK(cudaMalloc(&h.lt_workspace, kLtWorkspaceBytes));
   }
   return h;
@@ -130,24 +130,26 @@ void gemm_batched(const Tensor& a, const Tensor& b, const Tensor& out, double be
   GemmTypes types = gemm_types(out.dtype());
   KernelContext context(out);
   cublasHandle_t handle = handles(out.device().index).blas;
-  ACCEL_CUBLAS_CHECK(cublasSetStream(handle, context.stream));
+  const CublasApi& api = cublas();
+  ACCEL_CUBLAS_CHECK(api.set_stream(handle, context.stream));
   Scalars s = scalars(beta);
-  ACCEL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+  ACCEL_CUBLAS_CHECK(api.gemm_strided_batched_ex(
       handle, x.op, y.op, int(N), int(M), int(K), s.alpha(types.scale), x.data, types.data, int(x.ld),
       x.batch_stride, y.data, types.data, int(y.ld), y.batch_stride, s.beta(types.scale), out.data_ptr(), types.data,
       int(ld_out), batch_stride_out, int(B), types.compute, CUBLAS_GEMM_DEFAULT));
 }
 // [end]
 struct LtDescriptors {
+  const CublasApi& api;
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t x = nullptr, y = nullptr, c = nullptr;
   cublasLtMatmulPreference_t preference = nullptr;
   ~LtDescriptors() {
-    if (preference) cublasLtMatmulPreferenceDestroy(preference);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (y) cublasLtMatrixLayoutDestroy(y);
-    if (x) cublasLtMatrixLayoutDestroy(x);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (preference) api.lt_matmul_preference_destroy(preference);
+    if (c) api.lt_matrix_layout_destroy(c);
+    if (y) api.lt_matrix_layout_destroy(y);
+    if (x) api.lt_matrix_layout_destroy(x);
+    if (op) api.lt_matmul_desc_destroy(op);
   }
 };
 
@@ -161,35 +163,37 @@ bool lt_gemm(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor&
   GemmTypes types = gemm_types(out.dtype());
   KernelContext context(out);
   BlasHandles& h = handles(out.device().index);
-  LtDescriptors d;
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, types.compute, types.scale));
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &x.op, sizeof(x.op)));
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &y.op, sizeof(y.op)));
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  const CublasApi& api = cublas();
+  LtDescriptors d{api};
+  ACCEL_CUBLAS_CHECK(api.lt_matmul_desc_create(&d.op, types.compute, types.scale));
+  ACCEL_CUBLAS_CHECK(api.lt_matmul_desc_set_attribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &x.op, sizeof(x.op)));
+  ACCEL_CUBLAS_CHECK(api.lt_matmul_desc_set_attribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &y.op, sizeof(y.op)));
+  ACCEL_CUBLAS_CHECK(
+      api.lt_matmul_desc_set_attribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (bias.defined()) {
     const void* bias_ptr = bias.data_ptr();
-    ACCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
-                                                      sizeof(bias_ptr)));
+    ACCEL_CUBLAS_CHECK(api.lt_matmul_desc_set_attribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
+                                                        sizeof(bias_ptr)));
   }
   // Stored shapes (rows, cols) of the column-major matrices: op N stores the operand as it
   // enters the product, op T its transpose.
   const bool x_n = x.op == CUBLAS_OP_N, y_n = y.op == CUBLAS_OP_N;
-  ACCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.x, types.data, x_n ? N : K, x_n ? K : N, x.ld));
-  ACCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.y, types.data, y_n ? K : M, y_n ? M : K, y.ld));
-  ACCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, types.data, N, M, N));
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
+  ACCEL_CUBLAS_CHECK(api.lt_matrix_layout_create(&d.x, types.data, x_n ? N : K, x_n ? K : N, x.ld));
+  ACCEL_CUBLAS_CHECK(api.lt_matrix_layout_create(&d.y, types.data, y_n ? K : M, y_n ? M : K, y.ld));
+  ACCEL_CUBLAS_CHECK(api.lt_matrix_layout_create(&d.c, types.data, N, M, N));
+  ACCEL_CUBLAS_CHECK(api.lt_matmul_preference_create(&d.preference));
   const size_t workspace = kLtWorkspaceBytes;
-  ACCEL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                          &workspace, sizeof(workspace)));
+  ACCEL_CUBLAS_CHECK(api.lt_matmul_preference_set_attribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                            &workspace, sizeof(workspace)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(h.lt, d.op, d.x, d.y, d.c, d.c, d.preference, 1, &result,
-                                                         &found);
+  cublasStatus_t status =
+      api.lt_matmul_algo_get_heuristic(h.lt, d.op, d.x, d.y, d.c, d.c, d.preference, 1, &result, &found);
   if (status != CUBLAS_STATUS_SUCCESS || found == 0) return false;
   Scalars s = scalars(beta);
-  ACCEL_CUBLAS_CHECK(cublasLtMatmul(h.lt, d.op, s.alpha(types.scale), x.data, d.x, y.data, d.y, s.beta(types.scale),
-                                    out.data_ptr(), d.c, out.data_ptr(), d.c, &result.algo, h.lt_workspace, workspace,
-                                    context.stream));
+  ACCEL_CUBLAS_CHECK(api.lt_matmul(h.lt, d.op, s.alpha(types.scale), x.data, d.x, y.data, d.y, s.beta(types.scale),
+                                   out.data_ptr(), d.c, out.data_ptr(), d.c, &result.algo, h.lt_workspace, workspace,
+                                   context.stream));
   return true;
 }
 
