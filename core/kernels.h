@@ -72,6 +72,26 @@ using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const 
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
 /// grad_in = softmax backward from the forward output `out` and grad `grad`.
 using SoftmaxBackwardFn = void(const Tensor& grad, const Tensor& out, int64_t dim, bool log, const Tensor& grad_in);
+/// Fused cross-entropy over the rows of logits (rows, C), contiguous; target (rows) int64
+/// contiguous, each value in [0, C) or ignore_index (the op checked). Per row, in float32
+/// (float64 for float64 logits), with lse = log(sum_c exp(x_c)) taken around the row max and
+/// s = label_smoothing:
+/// @verbatim
+///   losses[r] = (1 - s) (lse - x[t]) + s / C * sum_c (lse - x_c)     (0 where t == ignore_index)
+/// @endverbatim
+/// losses and logsumexp (rows) are float32 (float64 for float64 logits); logsumexp receives
+/// lse for the backward (0 for an ignored row, which backward never reads).
+using CrossEntropyFn = void(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
+                            const Tensor& losses, const Tensor& logsumexp);
+/// Gradient of CrossEntropyFn's losses, scaled: with g = grad_losses[r] * scale (grad_losses
+/// (rows), or one element for every row, contiguous, in the dtype of logsumexp),
+/// @verbatim
+///   grad_logits[r, c] = g * (exp(x_c - lse[r]) - s / C - (1 - s) [c == t])   (0 where t == ignore_index)
+/// @endverbatim
+/// grad_logits (rows, C) contiguous, in the dtype of logits.
+using CrossEntropyBackwardFn = void(const Tensor& grad_losses, double scale, const Tensor& logits,
+                                    const Tensor& target, const Tensor& logsumexp, int64_t ignore_index,
+                                    double label_smoothing, const Tensor& grad_logits);
 /// x (rows, cols) contiguous; weight/bias (cols) optional; mean/rstd (rows) float32 or float64.
 using LayerNormFn = void(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
@@ -127,6 +147,9 @@ inline constinit KernelSlot<AttentionFn> attention{"attention", "K attention"};
 inline constinit KernelSlot<AttentionBackwardFn> attention_backward{"attention_backward", "K attention_backward"};
 inline constinit KernelSlot<SoftmaxFn> softmax{"softmax", "K softmax"};
 inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward", "K softmax_backward"};
+inline constinit KernelSlot<CrossEntropyFn> cross_entropy{"cross_entropy", "K cross_entropy"};
+inline constinit KernelSlot<CrossEntropyBackwardFn> cross_entropy_backward{"cross_entropy_backward",
+                                                                           "K cross_entropy_backward"};
 inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm", "K layer_norm"};
 inline constinit KernelSlot<LayerNormBackwardFn> layer_norm_backward{"layer_norm_backward", "K layer_norm_backward"};
 inline constinit KernelSlot<AddLayerNormFn> add_layer_norm{"add_layer_norm", "K add_layer_norm"};

@@ -477,6 +477,34 @@ TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
   }
 }
 
+TEST(CudaOps, CrossEntropyFusedKernelReductionsSmoothingAndWideRows) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    const Tolerance tol = tolerance(dtype);
+    for (int64_t C : {10, 1030}) {  // 1030: more classes than a block has threads
+      const Tensor logits = random_input({13, C}, dtype, 52) * 3.0;
+      std::vector<int64_t> classes;
+      for (int64_t r = 0; r < 13; ++r) classes.push_back(r == 4 || r == 9 ? -100 : (r * 37 + 5) % C);
+      classes[12] = C - 1;
+      const Tensor targets = from_vector(classes, {13});
+      for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+        for (double smoothing : {0.0, 0.1}) {
+          const std::string name = "cross_entropy C " + std::to_string(C) + " reduction " +
+                                   std::to_string(static_cast<int>(reduction)) + " smoothing " +
+                                   std::to_string(smoothing);
+          check_op(name, dtype, {logits, targets},
+                   [=](auto& v) { return cross_entropy(v[0], v[1], -100, reduction, smoothing); }, true, tol);
+        }
+      }
+      std::vector<int64_t> class_5_ignored = classes;  // the rows that held -100 hold the ignored class 5
+      for (int64_t& c : class_5_ignored) c = c < 0 ? 5 : c;
+      check_op("cross_entropy C " + std::to_string(C) + " ignore_index 5", dtype,
+               {logits, from_vector(class_5_ignored, {13})},
+               [](auto& v) { return cross_entropy(v[0], v[1], 5, Reduction::Mean, 0.2); }, true, tol);
+    }
+  }
+}
+
 // ---- fused attention ---------------------------------------------------------------------
 // float32 takes the fused kernels on both devices; float16 and bfloat16 take core's
 // composition on both.
