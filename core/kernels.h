@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "core/dispatch.h"
 #include "core/tensor.h"
@@ -123,6 +124,15 @@ struct AdamWHyper {
 };
 using AdamWFn = void(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                      const AdamWHyper& hyper);
+/// One tensor set of AdamWMultiTensorFn: param, grad, exp_avg and exp_avg_sq, contiguous, of
+/// one shape.
+struct AdamWTensors {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+};
+/// AdamWFn's update, element for element the same arithmetic (bitwise equal results), over
+/// many tensor sets of one dtype on one device that share the hyperparameters and the step,
+/// in one parallel loop (CPU) or a few launches (CUDA) instead of one per tensor.
+using AdamWMultiTensorFn = void(const std::vector<AdamWTensors>& tensors, const AdamWHyper& hyper);
 /// Dropout in one pass over contiguous x: keep[i] = (uniform_i >= p) with uniform_i element i
 /// of the Philox draw (seed, offset) exactly as rand() would give it; out = x * keep / (1 - p);
 /// mask (bool) records keep for backward.
@@ -161,6 +171,7 @@ inline constinit KernelSlot<RandomFn> random{"random", "K random"};
 inline constinit KernelSlot<DropoutFn> dropout{"dropout", "K dropout"};
 inline constinit KernelSlot<DropoutBackwardFn> dropout_backward{"dropout_backward", "K dropout_backward"};
 inline constinit KernelSlot<AdamWFn> adamw{"adamw", "K adamw"};
+inline constinit KernelSlot<AdamWMultiTensorFn> adamw_multi_tensor{"adamw_multi_tensor", "K adamw_multi_tensor"};
 inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy", "K cross_device_copy"};
 
 }  // namespace kernels
