@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <vector>
 
 #include "core/dispatch.h"
 #include "core/tensor.h"
@@ -76,6 +77,26 @@ void check_attention_float32(const char* op, std::initializer_list<const Tensor*
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
 /// grad_in = softmax backward from the forward output `out` and grad `grad`.
 using SoftmaxBackwardFn = void(const Tensor& grad, const Tensor& out, int64_t dim, bool log, const Tensor& grad_in);
+/// Fused cross-entropy over the rows of logits (rows, C), contiguous; target (rows) int64
+/// contiguous, each value in [0, C) or ignore_index (the op checked). Per row, in float32
+/// (float64 for float64 logits), with lse = log(sum_c exp(x_c)) taken around the row max and
+/// s = label_smoothing:
+/// @verbatim
+///   losses[r] = (1 - s) (lse - x[t]) + s / C * sum_c (lse - x_c)     (0 where t == ignore_index)
+/// @endverbatim
+/// losses and logsumexp (rows) are float32 (float64 for float64 logits); logsumexp receives
+/// lse for the backward (0 for an ignored row, which backward never reads).
+using CrossEntropyFn = void(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
+                            const Tensor& losses, const Tensor& logsumexp);
+/// Gradient of CrossEntropyFn's losses, scaled: with g = grad_losses[r] * scale (grad_losses
+/// (rows), or one element for every row, contiguous, in the dtype of logsumexp),
+/// @verbatim
+///   grad_logits[r, c] = g * (exp(x_c - lse[r]) - s / C - (1 - s) [c == t])   (0 where t == ignore_index)
+/// @endverbatim
+/// grad_logits (rows, C) contiguous, in the dtype of logits.
+using CrossEntropyBackwardFn = void(const Tensor& grad_losses, double scale, const Tensor& logits,
+                                    const Tensor& target, const Tensor& logsumexp, int64_t ignore_index,
+                                    double label_smoothing, const Tensor& grad_logits);
 /// x (rows, cols) contiguous; weight/bias (cols) optional; mean/rstd (rows) float32 or float64.
 using LayerNormFn = void(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
@@ -107,6 +128,15 @@ struct AdamWHyper {
 };
 using AdamWFn = void(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                      const AdamWHyper& hyper);
+/// One tensor set of AdamWMultiTensorFn: param, grad, exp_avg and exp_avg_sq, contiguous, of
+/// one shape.
+struct AdamWTensors {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+};
+/// AdamWFn's update, element for element the same arithmetic (bitwise equal results), over
+/// many tensor sets of one dtype on one device that share the hyperparameters and the step,
+/// in one parallel loop (CPU) or a few launches (CUDA) instead of one per tensor.
+using AdamWMultiTensorFn = void(const std::vector<AdamWTensors>& tensors, const AdamWHyper& hyper);
 /// Dropout in one pass over contiguous x: keep[i] = (uniform_i >= p) with uniform_i element i
 /// of the Philox draw (seed, offset) exactly as rand() would give it; out = x * keep / (1 - p);
 /// mask (bool) records keep for backward.
@@ -131,6 +161,9 @@ inline constinit KernelSlot<AttentionFn> attention{"attention", "K attention"};
 inline constinit KernelSlot<AttentionBackwardFn> attention_backward{"attention_backward", "K attention_backward"};
 inline constinit KernelSlot<SoftmaxFn> softmax{"softmax", "K softmax"};
 inline constinit KernelSlot<SoftmaxBackwardFn> softmax_backward{"softmax_backward", "K softmax_backward"};
+inline constinit KernelSlot<CrossEntropyFn> cross_entropy{"cross_entropy", "K cross_entropy"};
+inline constinit KernelSlot<CrossEntropyBackwardFn> cross_entropy_backward{"cross_entropy_backward",
+                                                                           "K cross_entropy_backward"};
 inline constinit KernelSlot<LayerNormFn> layer_norm{"layer_norm", "K layer_norm"};
 inline constinit KernelSlot<LayerNormBackwardFn> layer_norm_backward{"layer_norm_backward", "K layer_norm_backward"};
 inline constinit KernelSlot<AddLayerNormFn> add_layer_norm{"add_layer_norm", "K add_layer_norm"};
@@ -142,6 +175,7 @@ inline constinit KernelSlot<RandomFn> random{"random", "K random"};
 inline constinit KernelSlot<DropoutFn> dropout{"dropout", "K dropout"};
 inline constinit KernelSlot<DropoutBackwardFn> dropout_backward{"dropout_backward", "K dropout_backward"};
 inline constinit KernelSlot<AdamWFn> adamw{"adamw", "K adamw"};
+inline constinit KernelSlot<AdamWMultiTensorFn> adamw_multi_tensor{"adamw_multi_tensor", "K adamw_multi_tensor"};
 inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy", "K cross_device_copy"};
 
 }  // namespace kernels

@@ -163,9 +163,17 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     bool training = false, std::optional<double> scale = std::nullopt,
                                     bool fused = true, Generator* generator = nullptr);
 enum class Reduction { None, Mean, Sum };
-/// logits (N, C) or (N, C, d1, ...), target class indices (N) or (N, d1, ...).
+/// torch.nn.functional.cross_entropy: logits (C), (N, C) or (N, C, d1, ...), target class
+/// indices (), (N) or (N, d1, ...), int64 or int32, each in [0, C) or ignore_index. The mean
+/// is over the targets not ignored; label smoothing mixes in the mean of -log p over classes.
+/// By default one fused kernel computes each sample's log-sum-exp and loss (fp32 statistics
+/// for 16-bit logits) and the backward writes softmax - smoothed one-hot in one pass, never
+/// materializing log_softmax; N-d logits are moved to (samples, C) rows first (a copy).
+/// fused = false, or a device without the kernel, takes the composition log_softmax then
+/// nll_loss. Under autocast it runs in fp32 and returns fp32; otherwise the loss has the
+/// logits' dtype.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
-                     Reduction reduction = Reduction::Mean, double label_smoothing = 0.0);
+                     Reduction reduction = Reduction::Mean, double label_smoothing = 0.0, bool fused = true);
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, int64_t ignore_index = -100,
                 Reduction reduction = Reduction::Mean);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);

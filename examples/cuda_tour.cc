@@ -94,11 +94,13 @@ bool write_slot_diagram(const std::string& path) {
       row(kernels::linear_gelu, "matmul.cu"),
       row(kernels::attention, "attention.cu"), row(kernels::attention_backward, "attention.cu"),
       row(kernels::softmax, "softmax.cu"), row(kernels::softmax_backward, "softmax.cu"),
+      row(kernels::cross_entropy, "cross_entropy.cu"), row(kernels::cross_entropy_backward, "cross_entropy.cu"),
       row(kernels::layer_norm, "softmax.cu"), row(kernels::layer_norm_backward, "softmax.cu"),
       row(kernels::add_layer_norm, "softmax.cu"),
       row(kernels::index_select, "index.cu"), row(kernels::index_add, "index.cu"), row(kernels::gather, "index.cu"),
       row(kernels::scatter_add, "index.cu"), row(kernels::random, "random.cu"), row(kernels::dropout, "random.cu"),
       row(kernels::dropout_backward, "random.cu"), row(kernels::adamw, "optim.cu"),
+      row(kernels::adamw_multi_tensor, "optim.cu"),
       row(kernels::cross_device_copy, "runtime.cu"),
   };
   bool ok = true;
@@ -197,7 +199,7 @@ int main(int argc, char** argv) {
     compare("loss", dev_loss, cpu_loss, 1e-5);
     compare("grad of fc1.weight", dev_model.fc1->weight.grad(), cpu_model.fc1->weight.grad(), 1e-5);
     cpu_opt.step();
-    dev_opt.step();  // the fused AdamW kernel, one launch per parameter tensor
+    dev_opt.step();  // the multi-tensor AdamW kernel: one launch for all of them
     compare("fc1.weight after AdamW", dev_model.fc1->weight, cpu_model.fc1->weight, 1e-5);
     // [end]
 

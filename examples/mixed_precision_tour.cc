@@ -77,7 +77,7 @@ int main() {
       Tensor p = softmax(h, -1);                      // fp32: exp and a sum over the row
       Tensor r = h * 2.0;                             // other ops follow their inputs: bf16
       Tensor s = h + n;                               // type promotion: bf16 + fp32 -> fp32
-      loss = cross_entropy(h, labels);                // fp32 (log_softmax inside)
+      loss = cross_entropy(h, labels);                // fp32: the log-sum-exp over the row
       std::cout << "linear " << h.dtype() << ", layer_norm " << n.dtype() << ", softmax " << p.dtype() << ", h * 2 "
                 << r.dtype() << ", h + n " << s.dtype() << ", cross_entropy " << loss.dtype() << "\n";
     }

@@ -109,7 +109,7 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
   if (regression) {
     head.push_back({"MSE loss difference (B) fp32", B * fp32});
   } else {
-    head.push_back({"cross-entropy log_softmax output (B, num_labels) fp32 + per-sample weights (B) fp32",
+    head.push_back({"cross-entropy (fused): its fp32 logits (B, num_labels) + per-sample log-sum-exp (B) fp32",
                     B * L * fp32 + B * fp32});
   }
   return estimate;

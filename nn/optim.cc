@@ -1,8 +1,12 @@
-// SGD and AdamW. Updates run under no-grad; AdamW uses the fused adamw kernel per tensor.
+// SGD and AdamW. Updates run under no-grad; AdamW batches its parameters into calls of the
+// fused multi-tensor kernel (adamw_multi_tensor).
 #include "nn/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
 
 #include "core/autograd/grad_mode.h"
 #include "core/kernels.h"
@@ -164,6 +168,12 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options) : Optimizer(s
 
 void AdamW::step() {
   NoGradGuard no_grad;
+  // Parameters that share a device, a dtype, a step count and their group's lr and weight
+  // decay take one multi-tensor call (a model's parameters usually form one or two batches:
+  // the decay and no-decay groups), in the order they were first seen.
+  using BatchKey = std::tuple<Device, DType, int64_t, double, double>;
+  std::vector<std::pair<BatchKey, std::vector<kernels::AdamWTensors>>> batches;  // few: a linear search
+  std::vector<Tensor> stepped;
   int64_t index = 0;
   for (ParamGroup& group : groups_) {
     for (Tensor& p : group.params) {
@@ -175,13 +185,26 @@ void AdamW::step() {
         s.exp_avg = zeros_like(p);
         s.exp_avg_sq = zeros_like(p);
       }
+      ACCEL_CHECK(s.exp_avg.dtype() == p.dtype() && s.exp_avg.sizes() == p.sizes() && s.exp_avg.is_contiguous() &&
+                      s.exp_avg_sq.dtype() == p.dtype() && s.exp_avg_sq.sizes() == p.sizes() &&
+                      s.exp_avg_sq.is_contiguous(),
+                  "AdamW: the state of parameter ", key, " (", dtype_name(s.exp_avg.dtype()), " ",
+                  s.exp_avg.shape_string(), ") does not match the parameter (", dtype_name(p.dtype()), " ",
+                  p.shape_string(), ")");
       s.step += 1;
-      Tensor grad = p.grad().to(p.dtype()).contiguous();
-      kernels::AdamWHyper hyper{group.lr, options_.beta1, options_.beta2, options_.eps, group.weight_decay, s.step};
-      kernels::adamw(p.device(), p, grad, s.exp_avg, s.exp_avg_sq, hyper);
-      p.storage()->bump_version();
+      const BatchKey batch{p.device(), p.dtype(), s.step, group.lr, group.weight_decay};
+      auto it = std::find_if(batches.begin(), batches.end(), [&](const auto& b) { return b.first == batch; });
+      if (it == batches.end()) it = batches.insert(batches.end(), {batch, {}});
+      it->second.push_back({p, p.grad().to(p.dtype()).contiguous(), s.exp_avg, s.exp_avg_sq});
+      stepped.push_back(p);
     }
   }
+  for (const auto& [batch, tensors] : batches) {
+    const auto& [device, dtype, step, lr, weight_decay] = batch;
+    kernels::AdamWHyper hyper{lr, options_.beta1, options_.beta2, options_.eps, weight_decay, step};
+    kernels::adamw_multi_tensor(device, tensors, hyper);
+  }
+  for (Tensor& p : stepped) p.storage()->bump_version();
 }
 
 OptimizerState AdamW::state_dict() const {

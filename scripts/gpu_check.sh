@@ -71,7 +71,7 @@ if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-s
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   timeout "${MEMCHECK_TIMEOUT:-150}" "$sanitizer" --tool memcheck --error-exitcode 3 \
     ./"$BUILD"/bin/test_cuda_ops --gtest_brief=1 \
-    --gtest_filter='CudaOps.Unary*:CudaOps.Binary*:CudaOps.Casts*:CudaOps.Softmax*:CudaOps.LayerNorm*:CudaOps.AddLayerNorm*:CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.Dropout*:CudaOps.MatmulKernel*:CudaRuntime.*' \
+    --gtest_filter='CudaOps.Unary*:CudaOps.Binary*:CudaOps.Casts*:CudaOps.Softmax*:CudaOps.LayerNorm*:CudaOps.AddLayerNorm*:CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.Dropout*:CudaOps.FusedAdamWMultiTensor*:CudaOps.MatmulKernel*:CudaRuntime.*' \
     >"$LOGS/memcheck.log" 2>&1
   memcheck_status=$?
   case $memcheck_status in

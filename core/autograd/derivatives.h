@@ -4,7 +4,7 @@
 /// what it saved). Each function returns at once unless grad mode is on and an input
 /// requires grad; otherwise it saves what backward needs and attaches the node to `out`.
 /// Rules are written with engine ops where possible and call fused backward kernels for the
-/// hot ones (softmax, layer_norm, GELU).
+/// hot ones (softmax, layer_norm, cross-entropy, GELU).
 #pragma once
 
 #include <optional>
@@ -70,6 +70,11 @@ void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, c
                double dropout_p, uint64_t seed, uint64_t offset);
 void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const Tensor& weight_per_sample,
               Reduction reduction, double total_weight);
+/// The fused cross-entropy kernel's node: logits (rows, C) contiguous, target (rows) int64,
+/// logsumexp (rows) from the forward; out is the reduced loss (or the per-row losses), whose
+/// derivative by each counted row's loss is grad_scale (1 / count for the mean, else 1).
+void cross_entropy(Tensor& out, const Tensor& logits, const Tensor& target, const Tensor& logsumexp,
+                   int64_t ignore_index, double label_smoothing, double grad_scale);
 void cat(Tensor& out, const std::vector<Tensor>& inputs, int64_t dim);
 void index_select(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index);
 void gather(Tensor& out, const Tensor& x, int64_t dim, const Tensor& index);

@@ -1,6 +1,6 @@
 // Backward rules for views, linear algebra, nn functions and indexing. Rules run with
-// recording off; the hot ones call fused backward kernels (softmax, layer_norm) or GEMMs
-// straight through the dispatch table.
+// recording off; the hot ones call fused backward kernels (softmax, layer_norm,
+// cross-entropy) or GEMMs straight through the dispatch table.
 #include "core/autograd/derivatives.h"
 #include "core/autograd/node.h"
 #include "core/kernels.h"
@@ -240,6 +240,22 @@ void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const 
     Shape back{0, static_cast<int64_t>(rows_shape.size()) - 1};
     for (size_t d = 1; d + 1 < rows_shape.size(); ++d) back.push_back(static_cast<int64_t>(d));
     return std::vector<Tensor>{g.permute(back).contiguous()};
+  });
+}
+
+void cross_entropy(Tensor& out, const Tensor& logits, const Tensor& target, const Tensor& logsumexp,
+                   int64_t ignore_index, double label_smoothing, double grad_scale) {
+  if (!any_requires_grad({&logits})) return;
+  SavedTensor slogits(logits, "CrossEntropyBackward"), starget(target, "CrossEntropyBackward");
+  SavedTensor slse(logsumexp, "CrossEntropyBackward");
+  set_history(out, "CrossEntropyBackward", {&logits},
+              [slogits, starget, slse, ignore_index, label_smoothing, grad_scale](const Tensor& grad) {
+    Tensor x = slogits.get(), lse = slse.get();
+    Tensor g = grad.to(lse.dtype()).reshape({-1}).contiguous();  // (rows), or (1) for a reduced loss
+    Tensor gx = Tensor::empty(x.sizes(), x.dtype(), x.device());
+    kernels::cross_entropy_backward(x.device(), g, grad_scale, x, starget.get(), lse, ignore_index, label_smoothing,
+                                    gx);
+    return std::vector<Tensor>{gx};
   });
 }
 

@@ -1,6 +1,7 @@
 // Neural-network functions: softmax/log_softmax, layer_norm (and add_layer_norm, the fused
 // residual connection), embedding, dropout, and the
-// losses (cross_entropy = log_softmax + nll_loss, with label smoothing; mse_loss).
+// losses (cross_entropy: the fused kernel, or log_softmax + nll_loss, with label smoothing;
+// nll_loss; mse_loss).
 #include "core/autocast.h"
 #include "core/autograd/derivatives.h"
 #include "core/autograd/node.h"
@@ -205,10 +206,41 @@ Tensor nll_loss(const Tensor& log_probs_in, const Tensor& target, int64_t ignore
   return out;
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction,
-                     double label_smoothing) {
+namespace {
+// The arguments of cross_entropy, checked once for both of its paths: floating logits (C) or
+// (N, C, d...), integer targets of shape () or (N, d...), classes in [0, C) or ignore_index.
+void check_cross_entropy_arguments(const Tensor& logits, const Tensor& target, int64_t ignore_index,
+                                   double label_smoothing) {
   ACCEL_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ",
               label_smoothing);
+  detail::check_defined(logits, "cross_entropy", "logits");
+  detail::check_defined(target, "cross_entropy", "target");
+  detail::check_floating(logits, "cross_entropy");
+  detail::check_index_dtype(target, "cross_entropy");
+  detail::common_device("cross_entropy", {&logits, &target});
+  ACCEL_CHECK(logits.dim() >= 1, "cross_entropy: expected logits of shape (C), (N, C) or (N, C, d1, ...) but got ",
+              logits.shape_string());
+  Shape expected_target;
+  if (logits.dim() > 1) {
+    expected_target = logits.sizes();
+    expected_target.erase(expected_target.begin() + 1);
+  }
+  ACCEL_CHECK(target.sizes() == expected_target, "cross_entropy: expected target of shape ", shape_str(expected_target),
+              " for logits of shape ", logits.shape_string(), " but got ", target.shape_string());
+  Tensor safe_target;
+  {
+    NoGradGuard no_grad;
+    Tensor ignored = target == scalar_tensor(ignore_index, target.dtype(), target.device());
+    safe_target = where(ignored, zeros_like(target), target);
+  }
+  detail::check_index_range(safe_target, logits.dim() == 1 ? logits.size(0) : logits.size(1), "cross_entropy",
+                            "target class");
+}
+
+// log_softmax then nll_loss, plus the smoothing term: the reference the fused kernel is
+// tested against, and what runs on a device without the kernel.
+Tensor cross_entropy_composed(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction,
+                              double label_smoothing) {
   int64_t class_dim = logits.dim() == 1 ? 0 : 1;
   Tensor log_probs = log_softmax(logits, class_dim);  // fp32 under autocast
   Tensor loss = nll_loss(log_probs, target, ignore_index, reduction);
@@ -218,7 +250,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   Tensor valid;
   {
     NoGradGuard no_grad;
-    valid = (target != scalar_tensor(ignore_index, target.dtype(), target.device())).to(logits.dtype());
+    valid = (target != scalar_tensor(ignore_index, target.dtype(), target.device())).to(log_probs.dtype());
   }
   Tensor smooth = -log_probs.sum({class_dim}) * valid;  // per sample: -sum_c log p_c
   Tensor smooth_loss;
@@ -228,6 +260,63 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
     case Reduction::Mean: smooth_loss = smooth.sum() / valid.sum(); break;
   }
   return loss * (1.0 - label_smoothing) + smooth_loss * (label_smoothing / static_cast<double>(C));
+}
+
+// One kernel pass over the rows of logits for the per-row losses, then the reduction; the
+// backward is one pass too (record::cross_entropy), from the saved per-row log-sum-exp.
+Tensor cross_entropy_fused(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction,
+                           double label_smoothing) {
+  const int64_t C = logits.dim() == 1 ? logits.size(0) : logits.size(1);
+  // Every sample one row: (C) -> (1, C); (N, C, d...) -> (N, d..., C) -> (samples, C). Views
+  // and copies recorded as usual, so the gradient of rows flows back to logits' layout.
+  Tensor lp = logits.dim() == 1 ? logits.unsqueeze(0) : logits;
+  if (lp.dim() > 2) {
+    Shape order{0};
+    for (int64_t d = 2; d < lp.dim(); ++d) order.push_back(d);
+    order.push_back(1);
+    lp = lp.permute(order);
+  }
+  const Tensor rows = lp.reshape({-1, C}).contiguous();  // (samples, C)
+  const int64_t samples = rows.size(0);
+  Tensor flat_target;
+  {
+    NoGradGuard no_grad;
+    flat_target = target.reshape({-1}).to(kInt64).contiguous();  // (samples)
+  }
+  const DType stat_dtype = logits.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  Tensor losses = Tensor::empty({samples}, stat_dtype, logits.device());     // (samples)
+  Tensor logsumexp = Tensor::empty({samples}, stat_dtype, logits.device());  // (samples)
+  kernels::cross_entropy(logits.device(), rows, flat_target, ignore_index, label_smoothing, losses, logsumexp);
+  double grad_scale = 1.0;  // d out / d losses[r] for a counted row
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    switch (reduction) {
+      case Reduction::None: out = losses.reshape(target.sizes()); break;
+      case Reduction::Sum: out = losses.sum(); break;
+      case Reduction::Mean: {
+        const Tensor counted = flat_target != scalar_tensor(ignore_index, kInt64, flat_target.device());
+        const double count = static_cast<double>(counted.sum().item<int64_t>());
+        out = losses.sum() / count;  // 0/0 = NaN when every target is ignored, as torch
+        grad_scale = 1.0 / count;
+        break;
+      }
+    }
+    out = out.to(logits.dtype());
+  }
+  autograd::record::cross_entropy(out, rows, flat_target, logsumexp, ignore_index, label_smoothing, grad_scale);
+  return out;
+}
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target, int64_t ignore_index, Reduction reduction,
+                     double label_smoothing, bool fused) {
+  const Tensor logits = autocast::to_full_precision(logits_in);
+  check_cross_entropy_arguments(logits, target, ignore_index, label_smoothing);
+  if (fused && kernels::cross_entropy.has(logits.device().type)) {
+    return cross_entropy_fused(logits, target, ignore_index, reduction, label_smoothing);
+  }
+  return cross_entropy_composed(logits, target, ignore_index, reduction, label_smoothing);
 }
 
 Tensor mse_loss(const Tensor& input_in, const Tensor& target_in, Reduction reduction) {

@@ -519,39 +519,53 @@ TEST(Gradcheck, Dropout) {
 }
 
 TEST(Gradcheck, CrossEntropy) {
-  Generator gen(56);
-  Tensor logits = leaf(normal({4, 5}, gen));
-  Tensor target = from_vector<int64_t>({1, 0, 4, 2});
-  Tensor target_ignored = from_vector<int64_t>({1, -100, 4, 2});
-  for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
-    for (double smoothing : {0.0, 0.1}) {
-      EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target, -100, reduction, smoothing); },
-                            {logits}))
-          << "reduction " << static_cast<int>(reduction) << " label_smoothing " << smoothing;
-      EXPECT_TRUE(gradcheck(
-          [&](const Inputs& in) { return cross_entropy(in[0], target_ignored, -100, reduction, smoothing); },
-          {logits}))
-          << "ignore_index, reduction " << static_cast<int>(reduction) << " label_smoothing " << smoothing;
+  // fused: the fused kernel and its backward; composed: log_softmax, nll_loss and the
+  // smoothing term, each with its own backward rule.
+  for (bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused kernel" : "composition");
+    Generator gen(56);
+    Tensor logits = leaf(normal({4, 5}, gen));
+    Tensor target = from_vector<int64_t>({1, 0, 4, 2});
+    Tensor target_ignored = from_vector<int64_t>({1, -100, 4, 2});
+    for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+      for (double smoothing : {0.0, 0.1}) {
+        EXPECT_TRUE(gradcheck(
+            [&](const Inputs& in) { return cross_entropy(in[0], target, -100, reduction, smoothing, fused); },
+            {logits}))
+            << "reduction " << static_cast<int>(reduction) << " label_smoothing " << smoothing;
+        EXPECT_TRUE(gradcheck(
+            [&](const Inputs& in) { return cross_entropy(in[0], target_ignored, -100, reduction, smoothing, fused); },
+            {logits}))
+            << "ignore_index, reduction " << static_cast<int>(reduction) << " label_smoothing " << smoothing;
+      }
     }
+    Tensor vector_logits = leaf(normal({5}, gen));
+    EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], scalar_tensor(2, kInt64), -100,
+                                                                       Reduction::Mean, 0.1, fused); },
+                          {vector_logits}))
+        << "1-D logits, 0-d target";
+    Tensor target_custom_ignore = from_vector<int64_t>({3, 1, 3, 0});
+    EXPECT_TRUE(gradcheck(
+        [&](const Inputs& in) { return cross_entropy(in[0], target_custom_ignore, 3, Reduction::Mean, 0.0, fused); },
+        {logits}))
+        << "ignore_index 3";
+    // 3-D logits (N, C, d) with (N, d) targets.
+    Tensor logits3 = leaf(normal({2, 5, 3}, gen));
+    Tensor target3 = from_vector<int64_t>({0, 4, -100, 2, 2, 1}, {2, 3});
+    for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+      EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target3, -100, reduction, 0.2, fused); },
+                            {logits3}))
+          << "3-D logits, reduction " << static_cast<int>(reduction);
+    }
+    EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target, -100, Reduction::Mean, 0.0, fused); },
+                          {strided_leaf({4, 5}, gen)}))
+        << "strided logits";
+    // A wide row, as a vocabulary-sized head would give: every class gets a gradient.
+    Tensor wide = leaf(normal({3, 67}, gen));
+    EXPECT_TRUE(gradcheck([&](const Inputs& in) {
+      return cross_entropy(in[0], from_vector<int64_t>({66, -100, 0}), -100, Reduction::Mean, 0.3, fused);
+    }, {wide})) << "(3, 67)";
   }
-  Tensor vector_logits = leaf(normal({5}, gen));
-  EXPECT_TRUE(gradcheck([](const Inputs& in) { return cross_entropy(in[0], scalar_tensor(2, kInt64), -100,
-                                                                    Reduction::Mean, 0.1); },
-                        {vector_logits}))
-      << "1-D logits, 0-d target";
-  Tensor target_custom_ignore = from_vector<int64_t>({3, 1, 3, 0});
-  EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target_custom_ignore, 3); }, {logits}))
-      << "ignore_index 3";
-  // 3-D logits (N, C, d) with (N, d) targets.
-  Tensor logits3 = leaf(normal({2, 5, 3}, gen));
-  Tensor target3 = from_vector<int64_t>({0, 4, -100, 2, 2, 1}, {2, 3});
-  for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
-    EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target3, -100, reduction, 0.2); },
-                          {logits3}))
-        << "3-D logits, reduction " << static_cast<int>(reduction);
-  }
-  EXPECT_TRUE(gradcheck([&](const Inputs& in) { return cross_entropy(in[0], target); }, {strided_leaf({4, 5}, gen)}))
-      << "strided logits";
 }
 
 TEST(Gradcheck, NllLoss) {

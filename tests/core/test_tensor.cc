@@ -217,7 +217,7 @@ TEST(Ops, ErrorsNameTheOpAndShapes) {
   EXPECT_THAT(error_of([&] { a.view({4}); }), HasSubstr("view: shape [4] is invalid for input of size 6"));
   EXPECT_THAT(error_of([&] { layer_norm(a, {2}); }), HasSubstr("does not end with normalized_shape [2]"));
   EXPECT_THAT(error_of([&] { cross_entropy(a, from_vector<int64_t>({0, 7})); }),
-              HasSubstr("nll_loss: target class 7 is out of range"));
+              HasSubstr("cross_entropy: target class 7 is out of range: expected values in [0, 3)"));
   EXPECT_THAT(error_of([&] { linear(a, ones({4, 2})); }), HasSubstr("linear: input of shape [2, 3] does not match weight"));
   EXPECT_THAT(error_of([&] { cat({a, ones({2, 3, 1})}, 0); }), HasSubstr("cat: tensor 1 has 3 dims"));
   EXPECT_THAT(error_of([&] { ones({2}, kInt64).requires_grad_(); }), HasSubstr("only floating-point tensors"));

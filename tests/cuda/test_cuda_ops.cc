@@ -477,6 +477,34 @@ TEST(CudaOps, CrossEntropyEmbeddingGatherScatter) {
   }
 }
 
+TEST(CudaOps, CrossEntropyFusedKernelReductionsSmoothingAndWideRows) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : kFloatTypes) {
+    const Tolerance tol = tolerance(dtype);
+    for (int64_t C : {10, 1030}) {  // 1030: more classes than a block has threads
+      const Tensor logits = random_input({13, C}, dtype, 52) * 3.0;
+      std::vector<int64_t> classes;
+      for (int64_t r = 0; r < 13; ++r) classes.push_back(r == 4 || r == 9 ? -100 : (r * 37 + 5) % C);
+      classes[12] = C - 1;
+      const Tensor targets = from_vector(classes, {13});
+      for (Reduction reduction : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+        for (double smoothing : {0.0, 0.1}) {
+          const std::string name = "cross_entropy C " + std::to_string(C) + " reduction " +
+                                   std::to_string(static_cast<int>(reduction)) + " smoothing " +
+                                   std::to_string(smoothing);
+          check_op(name, dtype, {logits, targets},
+                   [=](auto& v) { return cross_entropy(v[0], v[1], -100, reduction, smoothing); }, true, tol);
+        }
+      }
+      std::vector<int64_t> class_5_ignored = classes;  // the rows that held -100 hold the ignored class 5
+      for (int64_t& c : class_5_ignored) c = c < 0 ? 5 : c;
+      check_op("cross_entropy C " + std::to_string(C) + " ignore_index 5", dtype,
+               {logits, from_vector(class_5_ignored, {13})},
+               [](auto& v) { return cross_entropy(v[0], v[1], 5, Reduction::Mean, 0.2); }, true, tol);
+    }
+  }
+}
+
 // ---- fused attention ---------------------------------------------------------------------
 // float32 takes the fused kernels on both devices; float16 and bfloat16 take core's
 // composition on both.
@@ -624,13 +652,55 @@ TEST(CudaOps, FusedAdamWMatchesTheCpuStep) {
   for (DType dtype : {kFloat32, kBFloat16}) {
     Tensor p = random_input({1001}, dtype, 70), g = random_input({1001}, dtype, 71);
     Tensor m = random_input({1001}, dtype, 72) * 0.1, v = random_input({1001}, dtype, 73).abs() * 0.01;
-    Tensor dp = p.to(kCuda), dg = g.to(kCuda), dm = m.to(kCuda), dv = v.to(kCuda);
+    // Clones, so that in the self test (the "device" is the CPU) the two steps update two tensors.
+    Tensor dp = p.clone().to(kCuda), dg = g.to(kCuda), dm = m.clone().to(kCuda), dv = v.clone().to(kCuda);
     kernels::adamw(kCPU, p, g, m, v, hyper);
     kernels::adamw(kCuda, dp, dg, dm, dv, hyper);
     const Tolerance tol = tolerance(dtype);
     EXPECT_TRUE(tensors_close(dp.cpu(), p, tol.rtol, tol.atol)) << "adamw param in " << dtype_name(dtype);
     EXPECT_TRUE(tensors_close(dm.cpu(), m, tol.rtol, tol.atol)) << "adamw exp_avg in " << dtype_name(dtype);
     EXPECT_TRUE(tensors_close(dv.cpu(), v, tol.rtol, tol.atol)) << "adamw exp_avg_sq in " << dtype_name(dtype);
+  }
+}
+
+TEST(CudaOps, FusedAdamWMultiTensorMatchesThePerTensorKernelAndTheCpu) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  // 40 tensor sets fill the 36 slots of a launch's table; in float32 (the masters' dtype) a
+  // last set of 321 chunks fills the 320 block entries and continues into the next launch.
+  const kernels::AdamWHyper hyper{1e-3, 0.9, 0.999, 1e-8, 0.01, 3};
+  for (DType dtype : {kFloat32, kBFloat16}) {
+    std::vector<int64_t> sizes;
+    for (int64_t i = 0; i < 40; ++i) sizes.push_back(i % 5 == 0 ? 65537 : 1 + 97 * i);
+    if (dtype == kFloat32) sizes.push_back(65536 * 320 + 3);
+    std::vector<kernels::AdamWTensors> cpu, multi, single;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const uint64_t seed = 200 + 4 * i;
+      Tensor p = random_input({sizes[i]}, dtype, seed), g = random_input({sizes[i]}, dtype, seed + 1);
+      Tensor m = random_input({sizes[i]}, dtype, seed + 2) * 0.1, v = random_input({sizes[i]}, dtype, seed + 3).abs() * 0.01;
+      cpu.push_back({p, g, m, v});
+      // Copies of their own also where the "device" is the CPU (the self test), or the three
+      // updates would land on one tensor.
+      multi.push_back({p.clone().to(kCuda), g.to(kCuda), m.clone().to(kCuda), v.clone().to(kCuda)});
+      single.push_back({p.clone().to(kCuda), g.to(kCuda), m.clone().to(kCuda), v.clone().to(kCuda)});
+    }
+    kernels::adamw_multi_tensor(kCPU, cpu, hyper);
+    kernels::adamw_multi_tensor(kCuda, multi, hyper);
+    for (const kernels::AdamWTensors& t : single) kernels::adamw(kCuda, t.param, t.grad, t.exp_avg, t.exp_avg_sq, hyper);
+    ACCEL_CUDA_SYNC_FOR_TEST();
+    const Tolerance tol = tolerance(dtype);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::string what = std::string("adamw_multi_tensor in ") + dtype_name(dtype) + ", tensor " +
+                               std::to_string(i) + " of " + std::to_string(sizes[i]) + " elements";
+      EXPECT_TRUE(tensors_close(multi[i].param.cpu(), single[i].param.cpu(), 0, 0)) << what << ": param vs per-tensor";
+      EXPECT_TRUE(tensors_close(multi[i].exp_avg.cpu(), single[i].exp_avg.cpu(), 0, 0))
+          << what << ": exp_avg vs per-tensor";
+      EXPECT_TRUE(tensors_close(multi[i].exp_avg_sq.cpu(), single[i].exp_avg_sq.cpu(), 0, 0))
+          << what << ": exp_avg_sq vs per-tensor";
+      EXPECT_TRUE(tensors_close(multi[i].param.cpu(), cpu[i].param, tol.rtol, tol.atol)) << what << ": param vs cpu";
+      EXPECT_TRUE(tensors_close(multi[i].exp_avg.cpu(), cpu[i].exp_avg, tol.rtol, tol.atol)) << what << ": exp_avg vs cpu";
+      EXPECT_TRUE(tensors_close(multi[i].exp_avg_sq.cpu(), cpu[i].exp_avg_sq, tol.rtol, tol.atol))
+          << what << ": exp_avg_sq vs cpu";
+    }
   }
 }
 

@@ -214,13 +214,34 @@ def ce(x, p):
                            label_smoothing=p["label_smoothing"])
 
 
-def ce_params(reduction="mean", label_smoothing=0.0):
-    return {"ignore_index": -100, "reduction": reduction, "label_smoothing": label_smoothing}
+def ce_params(reduction="mean", label_smoothing=0.0, ignore_index=-100):
+    return {"ignore_index": ignore_index, "reduction": reduction, "label_smoothing": label_smoothing}
 
 
 case("cross_entropy", "cross_entropy", ce_params(), ce_inputs, ce)
 case("cross_entropy_sum", "cross_entropy", ce_params("sum"), ce_inputs, ce)
-case("cross_entropy_smoothing", "cross_entropy", ce_params("mean", 0.1), ce_inputs, ce)
+case("cross_entropy_smoothing", "cross_entropy", ce_params("mean", 0.1), ce_inputs, ce, bf16=True)
+case("cross_entropy_none_smoothing", "cross_entropy", ce_params("none", 0.2), ce_inputs, ce)
+case("cross_entropy_sum_smoothing", "cross_entropy", ce_params("sum", 0.3), ce_inputs, ce)
+
+
+def ce_class_ignored_inputs():
+    target = torch.tensor([2, 0, 4, 2, 1, 3, 2, 0], dtype=torch.int64)  # class 2 is the ignore_index
+    return [randn(8, 5) * 2, target]
+
+
+case("cross_entropy_ignore_class", "cross_entropy", ce_params("mean", 0.1, ignore_index=2),
+     ce_class_ignored_inputs, ce)
+
+
+def ce_wide_inputs():
+    # Rows of 1003 classes: the fused kernel's vectorized exp runs 125 full vectors and a tail.
+    target = torch.randint(0, 1003, (4,), dtype=torch.int64)
+    target[2] = -100
+    return [randn(4, 1003) * 3, target]
+
+
+case("cross_entropy_wide", "cross_entropy", ce_params("mean", 0.1), ce_wide_inputs, ce, bf16=True)
 
 
 def ce3d_inputs():
