@@ -52,16 +52,20 @@ void dropout_keep(uint64_t seed, uint64_t offset, int64_t first, int64_t n, floa
 }
 
 // In place: row = softmax(row + mask_row) over n entries; mask_row may be null.
+// The max and the sum are SIMD reductions (lane-wise partial results, combined at the end), so
+// they do not add in index order: the sum may differ from a sequential one in its last bits.
 void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, int64_t n) {
   if (mask_row != nullptr) {
     for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c * mask_stride];
   }
   float max_value = -INFINITY;
+#pragma omp simd reduction(max : max_value)
   for (int64_t c = 0; c < n; ++c) max_value = std::max(max_value, row[c]);
   if (std::isinf(max_value) && max_value < 0) max_value = 0;  // all -inf: as the softmax kernel
   for (int64_t c = 0; c < n; ++c) row[c] -= max_value;
   vec::exp(row, row, n);
   float sum = 0;
+#pragma omp simd reduction(+ : sum)
   for (int64_t c = 0; c < n; ++c) sum += row[c];
   const float inv = 1.0f / sum;
   for (int64_t c = 0; c < n; ++c) row[c] *= inv;
@@ -189,6 +193,7 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
           for (int64_t c = 0; c < keys; ++c) dp[c] = keep[r * Tk + c] ? dp[c] * keep_scale : 0.0f;
         }
         float dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int64_t c = 0; c < keys; ++c) dot += dp[c] * pr[c];
         for (int64_t c = 0; c < keys; ++c) dp[c] = pr[c] * (dp[c] - dot);
       }

@@ -14,15 +14,24 @@ namespace {
 
 constexpr int64_t kBlocksPerBatch = 512;  // Philox blocks drawn at a time, vectorized
 
-// Calls fn(j, w) for every block j in [block_begin, block_end) with its four words w.
+// Calls fn(j0, blocks, words) for consecutive batches of at most kBlocksPerBatch blocks that
+// cover [block_begin, block_end): blocks j0 .. j0 + blocks - 1, their four words each in order.
 template <typename F>
-void for_each_block(uint64_t seed, uint64_t offset, int64_t block_begin, int64_t block_end, const F& fn) {
+void for_each_batch(uint64_t seed, uint64_t offset, int64_t block_begin, int64_t block_end, const F& fn) {
   uint32_t words[4 * kBlocksPerBatch];
   for (int64_t j0 = block_begin; j0 < block_end; j0 += kBlocksPerBatch) {
     const int64_t blocks = std::min(kBlocksPerBatch, block_end - j0);
     philox_words(seed, offset + static_cast<uint64_t>(j0), blocks, words);
-    for (int64_t j = 0; j < blocks; ++j) fn(j0 + j, words + 4 * j);
+    fn(j0, blocks, static_cast<const uint32_t*>(words));
   }
+}
+
+// Calls fn(j, w) for every block j in [block_begin, block_end) with its four words w.
+template <typename F>
+void for_each_block(uint64_t seed, uint64_t offset, int64_t block_begin, int64_t block_end, const F& fn) {
+  for_each_batch(seed, offset, block_begin, block_end, [&](int64_t j0, int64_t blocks, const uint32_t* words) {
+    for (int64_t j = 0; j < blocks; ++j) fn(j0 + j, words + 4 * j);
+  });
 }
 
 void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) {
@@ -68,12 +77,17 @@ void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, c
     const M scale = static_cast<M>(1.0 / (1.0 - p));
     const int64_t n = x.numel();
     parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
-      for_each_block(seed, offset, block_begin, block_end, [&](int64_t j, const uint32_t* w) {
-        for (int lane = 0; lane < 4 && 4 * j + lane < n; ++lane) {
-          const int64_t i = 4 * j + lane;
-          const bool k = philox_uniform(w[lane]) >= threshold;
-          keep[i] = k;
-          o[i] = k ? T(M(in[i]) * scale) : T(M(0));
+      // Element i takes word i of the stream: a batch of blocks is one straight run of elements,
+      // a loop without per-lane bounds checks that the compiler vectorizes.
+      for_each_batch(seed, offset, block_begin, block_end, [&](int64_t j0, int64_t blocks, const uint32_t* w) {
+        const int64_t first = 4 * j0, count = std::min(4 * blocks, n - first);
+        const T* x_run = in + first;
+        T* o_run = o + first;
+        bool* keep_run = keep + first;
+        for (int64_t e = 0; e < count; ++e) {
+          const bool k = philox_uniform(w[e]) >= threshold;
+          keep_run[e] = k;
+          o_run[e] = k ? T(M(x_run[e]) * scale) : T(M(0));
         }
       });
     });
