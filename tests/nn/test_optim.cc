@@ -107,7 +107,8 @@ namespace {
                                          << " vs " << expected.dtype() << " " << expected.shape_string();
   }
   const Tensor a = actual.contiguous(), e = expected.contiguous();
-  if (std::memcmp(a.data_ptr(), e.data_ptr(), a.nbytes()) == 0) return ::testing::AssertionSuccess();
+  // An empty tensor may have no storage (a null data pointer, which memcmp must not get).
+  if (a.nbytes() == 0 || std::memcmp(a.data_ptr(), e.data_ptr(), a.nbytes()) == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "not bitwise equal; "
                                        << tensors_close(a.to(kFloat64), e.to(kFloat64), 0, 0).message();
 }
