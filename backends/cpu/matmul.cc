@@ -169,14 +169,21 @@ void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const T
 }
 
 // float32 and bfloat16 (the op falls back to linear then gelu otherwise); oneDNN's gelu_erf
-// post-op, applied to the fp32 accumulator. bfloat16 without native units: GEMM, then GELU.
+// post-op, applied to the fp32 accumulator. bfloat16 without native units: the same on fp32
+// copies of the operands, so the result is still rounded to bfloat16 once.
 void linear_gelu_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   ACCEL_CHECK(out.dtype() == kFloat32 || out.dtype() == kBFloat16,
               "linear_gelu: the fused CPU kernel takes float32 or bfloat16, got ", dtype_name(out.dtype()));
   if (out.numel() == 0) return;
   if (a.size(2) > 0 && try_onednn(a, b, bias, out, false, /*allow_reference=*/false, /*gelu=*/true)) return;
+  Tensor result = out;  // a handle to write through
+  if (out.dtype() == kBFloat16) {
+    Tensor out32 = Tensor::empty(out.sizes(), kFloat32);
+    linear_gelu_kernel(a.to(kFloat32), b.to(kFloat32), bias.defined() ? bias.to(kFloat32) : Tensor(), out32);
+    result.copy_(out32);
+    return;
+  }
   matmul_kernel(a, b, bias, out, false);  // a layout oneDNN will not fuse: GEMM, then GELU in place
-  Tensor result = out;
   result.copy_(gelu(out));
 }
 
