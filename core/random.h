@@ -50,6 +50,16 @@ inline PhiloxBlock philox_block(uint64_t seed, uint64_t block_index) {
 
 inline float philox_uniform(uint32_t word) { return float(word >> 8) * (1.0f / 16777216.0f); }
 
+/// The dropout test philox_uniform(word) >= p in integers: (word >> 8) >= philox_threshold(p).
+/// Both sides of the float test are exact (a 24-bit integer times 2^-24 against p), so
+/// u >= p holds exactly when the 24-bit integer reaches ceil(p * 2^24); the integer form
+/// vectorizes without conversions.
+inline uint32_t philox_threshold(float p) {
+  const float scaled = p * 16777216.0f;  // exact: a power-of-two scaling of p in [0, 1]
+  const auto whole = static_cast<uint32_t>(scaled);
+  return static_cast<float>(whole) == scaled ? whole : whole + 1;
+}
+
 /// A seed plus a position (offset, in Philox blocks) in the stream. Thread-safe.
 class Generator {
  public:

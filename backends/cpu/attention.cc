@@ -48,19 +48,33 @@ void dropout_keep(uint64_t seed, uint64_t offset, int64_t first, int64_t n, floa
   words.resize(static_cast<size_t>(4 * blocks));
   philox_words(seed, offset + static_cast<uint64_t>(first_block), blocks, words.data());
   const uint32_t* w = words.data() + (first - 4 * first_block);
-  for (int64_t i = 0; i < n; ++i) keep[i] = philox_uniform(w[i]) >= p;
+  const uint32_t threshold = philox_threshold(p);
+  for (int64_t i = 0; i < n; ++i) keep[i] = (w[i] >> 8) >= threshold;
+}
+
+// out[i] = keep[i] ? in[i] * scale : 0 (in place when out == in). Every input is read and
+// scaled before the select: a loop without a conditional load, which the compiler vectorizes.
+void apply_keep(const char* keep, const float* in, float scale, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float scaled = in[i] * scale;
+    out[i] = keep[i] != 0 ? scaled : 0.0f;
+  }
 }
 
 // In place: row = softmax(row + mask_row) over n entries; mask_row may be null.
 // The max and the sum are SIMD reductions (lane-wise partial results, combined at the end), so
 // they do not add in index order: the sum may differ from a sequential one in its last bits.
 void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, int64_t n) {
-  if (mask_row != nullptr) {
+  if (mask_row != nullptr && mask_stride == 1) {  // the usual contiguous mask row: a unit-stride loop
+    for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c];
+  } else if (mask_row != nullptr) {
     for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c * mask_stride];
   }
+  // std::max's semantics (a NaN entry is passed over) written as the comparison gcc turns into
+  // a vector max; with std::max it kept a scalar loop despite the pragma.
   float max_value = -INFINITY;
 #pragma omp simd reduction(max : max_value)
-  for (int64_t c = 0; c < n; ++c) max_value = std::max(max_value, row[c]);
+  for (int64_t c = 0; c < n; ++c) max_value = row[c] > max_value ? row[c] : max_value;
   if (std::isinf(max_value) && max_value < 0) max_value = 0;  // all -inf: as the softmax kernel
   for (int64_t c = 0; c < n; ++c) row[c] -= max_value;
   vec::exp(row, row, n);
@@ -78,13 +92,14 @@ void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, 
 int64_t attended_keys(const Tensor& mask, int64_t b, int64_t h, int64_t Tq, int64_t Tk) {
   if (!mask.defined()) return Tk;
   const float lowest = std::numeric_limits<float>::lowest();
-  const int64_t rows = mask.stride(2) == 0 ? 1 : Tq;  // a key-padding mask repeats one row
+  const int64_t row_stride = mask.stride(2), column_stride = mask.stride(3);
+  const int64_t rows = row_stride == 0 ? 1 : Tq;  // a key-padding mask repeats one row
   const float* base = mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1);
   int64_t keys = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const float* row = base + r * mask.stride(2);
+    const float* row = base + r * row_stride;
     int64_t last = Tk - 1;
-    while (last >= 0 && row[last * mask.stride(3)] <= lowest) --last;
+    while (last >= 0 && row[last * column_stride] <= lowest) --last;
     if (last < 0) return Tk;
     keys = std::max(keys, last + 1);
   }
@@ -109,6 +124,8 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   if (out.numel() == 0) return;
   const HeadView Q{q}, K{k}, V{v}, O{out};
+  const int64_t mask_row_stride = mask.defined() ? mask.stride(2) : 0;
+  const int64_t mask_column_stride = mask.defined() ? mask.stride(3) : 0;
   const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(probs.defined() ? 0 : Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
@@ -125,17 +142,16 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
       const int64_t keys = attended_keys(mask, b, h, Tq, Tk);
       sgemm('N', 'T', Tq, keys, D, static_cast<float>(scale), Q.at<float>(b, h), Q.ld(), K.at<float>(b, h), K.ld(),
             0.0f, S, Tk);
+      const float* mask_bh = mask.defined() ? mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1) : nullptr;
       for (int64_t r = 0; r < Tq; ++r) {
-        const float* mask_row =
-            mask.defined() ? mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1) + r * mask.stride(2)
-                           : nullptr;
-        masked_softmax_row(S + r * Tk, mask_row, mask.defined() ? mask.stride(3) : 0, keys);
+        const float* mask_row = mask_bh ? mask_bh + r * mask_row_stride : nullptr;
+        masked_softmax_row(S + r * Tk, mask_row, mask_column_stride, keys);
         std::fill(S + r * Tk + keys, S + (r + 1) * Tk, 0.0f);  // the skipped keys' probability
       }
       const float* P = S;
       if (p > 0) {  // dropout(P), drawn element by element as dropout() would over (B, H, Tq, Tk)
         dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
-        for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? S[i] * keep_scale : 0.0f;
+        apply_keep(keep.data(), S, keep_scale, Tq * Tk, dropped.data());
         P = dropped.data();
       }
       sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
@@ -175,7 +191,7 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
       const float* Pd = P;
       if (p > 0) {
         dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
-        for (int64_t i = 0; i < Tq * Tk; ++i) dropped[i] = keep[i] ? P[i] * keep_scale : 0.0f;
+        apply_keep(keep.data(), P, keep_scale, Tq * Tk, dropped.data());
         Pd = dropped.data();
       }
       const int64_t keys = keys_with_probability(P, Tq, Tk);
@@ -190,7 +206,7 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
         float* dp = dP.data() + r * Tk;
         const float* pr = P + r * Tk;
         if (p > 0) {
-          for (int64_t c = 0; c < keys; ++c) dp[c] = keep[r * Tk + c] ? dp[c] * keep_scale : 0.0f;
+          apply_keep(keep.data() + r * Tk, dp, keep_scale, keys, dp);
         }
         float dot = 0;
 #pragma omp simd reduction(+ : dot)

@@ -144,13 +144,35 @@ TEST(Random, PhiloxKnownAnswers) {
             (PhiloxBlock{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
 }
 
+TEST(Random, IntegerDropoutThresholdIsTheFloatTest) {
+  // (word >> 8) >= philox_threshold(p) must keep exactly the elements philox_uniform(word) >= p
+  // keeps: checked on every 24-bit value next to the threshold, the ends of the range, and p at
+  // the grid points, between them and at the ends.
+  std::vector<float> probabilities = {0.0f, 0.1f, 0.5f, 1.0f / 3.0f, 0.9f, 1.0f, std::nextafter(1.0f, 0.0f),
+                                      std::nextafter(0.0f, 1.0f), 3.0f / 16777216.0f, 3.5f / 16777216.0f};
+  Generator gen(7);
+  for (float u : rand({200}, {}, &gen).to_vector<float>()) probabilities.push_back(u);
+  for (float p : probabilities) {
+    const uint32_t threshold = philox_threshold(p);
+    std::vector<int64_t> values = {0, 1, (1 << 24) - 1};
+    for (int64_t d = -3; d <= 3; ++d) values.push_back(static_cast<int64_t>(threshold) + d);
+    for (int64_t v : values) {
+      if (v < 0 || v >= (1 << 24)) continue;
+      const uint32_t word = static_cast<uint32_t>(v) << 8 | 0xA5u;  // low bits are not part of the draw
+      ASSERT_EQ((word >> 8) >= threshold, philox_uniform(word) >= p) << "p " << p << " value " << v;
+    }
+  }
+}
+
 TEST(Random, VectorizedPhiloxIsTheScalarStream) {
-  // Eight blocks at a time plus a scalar tail; counters crossing 2^32 carry into the high word.
+  // Sixteen blocks at a time plus a scalar tail; counters crossing 2^32 carry into the high
+  // word, and the run of sixteen holding the carry goes through the scalar path.
+  constexpr int64_t kBlocks = 53;
   for (uint64_t seed : {uint64_t{0}, uint64_t{1234}, uint64_t{0xfedcba9876543210}}) {
-    for (uint64_t first : {uint64_t{0}, uint64_t{5}, uint64_t{0xfffffffbu}}) {
-      std::vector<uint32_t> words(4 * 21);
-      cpu::philox_words(seed, first, 21, words.data());
-      for (int64_t i = 0; i < 21; ++i) {
+    for (uint64_t first : {uint64_t{0}, uint64_t{5}, uint64_t{0xfffffffbu}, uint64_t{0xffffffe0u}, uint64_t{0x1fffffff0}}) {
+      std::vector<uint32_t> words(4 * kBlocks);
+      cpu::philox_words(seed, first, kBlocks, words.data());
+      for (int64_t i = 0; i < kBlocks; ++i) {
         const PhiloxBlock w = philox_block(seed, first + static_cast<uint64_t>(i));
         for (int k = 0; k < 4; ++k) ASSERT_EQ(words[4 * i + k], w[k]) << "seed " << seed << " block " << first + i;
       }
