@@ -36,6 +36,11 @@ namespace kernels {
 using UnaryFn = void(UnaryOp op, const Tensor& in, const Tensor& out);
 /// out = op(a, b); a and b already expanded to out's shape and converted to one dtype.
 using BinaryFn = void(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+/// The training forward of GELU (erf form, or tanh form): out = gelu(x) and derivative =
+/// gelu'(x), all of one shape and dtype, in one pass. Autograd saves the derivative instead of x,
+/// so the backward is grad * derivative: one multiply where it would evaluate erf and exp again
+/// (bitwise the same float32 result; 16-bit floats round the derivative once more).
+using GeluWithDerivativeFn = void(const Tensor& x, bool tanh_form, const Tensor& out, const Tensor& derivative);
 /// out = a + alpha * b (the fused form of add/sub with alpha, used by optimizers too).
 using AddScaledFn = void(const Tensor& a, const Tensor& b, double alpha, const Tensor& out);
 /// out = cond ? a : b; all expanded to out's shape.
@@ -148,6 +153,8 @@ using CrossDeviceCopyFn = void(const Tensor& src, const Tensor& dst);
 
 inline constinit KernelSlot<UnaryFn> unary{"unary", "K unary"};
 inline constinit KernelSlot<BinaryFn> binary{"binary", "K binary"};
+inline constinit KernelSlot<GeluWithDerivativeFn> gelu_with_derivative{"gelu_with_derivative",
+                                                                       "K gelu_with_derivative"};
 inline constinit KernelSlot<AddScaledFn> add_scaled{"add_scaled", "K add_scaled"};
 inline constinit KernelSlot<WhereFn> where{"where", "K where"};
 inline constinit KernelSlot<ClampFn> clamp{"clamp", "K clamp"};

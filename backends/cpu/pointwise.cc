@@ -103,6 +103,32 @@ void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* values)
   }
 }
 
+// GELU over n floats: y = x * cdf(x); dydx, where not null, receives gelu'(x) = cdf(x) + x * pdf(x)
+// (erf form) or its tanh-form counterpart. One definition for the forward, the backward and the
+// training forward that saves the derivative, so the three agree bit for bit.
+void gelu_chunk(const float* xs, float* y, float* dydx, int64_t n) {
+  float t[kFloatChunk], e[kFloatChunk];
+  for (int64_t i = 0; i < n; ++i) t[i] = xs[i] * float(kSqrt1_2);
+  vec::erf(t, t, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * xs[i] * (1.0f + t[i]);
+  if (dydx == nullptr) return;
+  for (int64_t i = 0; i < n; ++i) e[i] = -0.5f * xs[i] * xs[i];
+  vec::exp(e, e, n);
+  for (int64_t i = 0; i < n; ++i) dydx[i] = 0.5f * (1.0f + t[i]) + xs[i] * e[i] * float(kInvSqrt2Pi);
+}
+void gelu_tanh_chunk(const float* xs, float* y, float* dydx, int64_t n) {
+  float t[kFloatChunk];
+  for (int64_t i = 0; i < n; ++i) t[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
+  vec::tanh(t, t, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * xs[i] * (1.0f + t[i]);
+  if (dydx == nullptr) return;
+  for (int64_t i = 0; i < n; ++i) {
+    float x2 = xs[i] * xs[i];
+    float d_inner = float(kSqrt2OverPi) * (1.0f + float(3 * kGeluTanhCoeff) * x2);
+    dydx[i] = 0.5f * (1.0f + t[i]) + 0.5f * xs[i] * (1.0f - t[i] * t[i]) * d_inner;
+  }
+}
+
 // Contiguous float transcendental ops (float32, and the 16-bit floats through float chunks),
 // through the vectorized math of vec_math.h. Returns false for the cases it does not cover.
 bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
@@ -128,16 +154,8 @@ bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
           vec::exp(t, t, n);
           for (int64_t i = 0; i < n; ++i) ys[i] = 1.0f / (1.0f + t[i]);
           break;
-        case UnaryOp::Gelu:
-          for (int64_t i = 0; i < n; ++i) t[i] = xs[i] * float(kSqrt1_2);
-          vec::erf(t, t, n);
-          for (int64_t i = 0; i < n; ++i) ys[i] = 0.5f * xs[i] * (1.0f + t[i]);
-          break;
-        default:  // GeluTanh
-          for (int64_t i = 0; i < n; ++i) t[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
-          vec::tanh(t, t, n);
-          for (int64_t i = 0; i < n; ++i) ys[i] = 0.5f * xs[i] * (1.0f + t[i]);
-          break;
+        case UnaryOp::Gelu: gelu_chunk(xs, ys, nullptr, n); break;
+        default: gelu_tanh_chunk(xs, ys, nullptr, n); break;  // GeluTanh
       }
       store_chunk(out, start, n, ys);
     }
@@ -154,36 +172,46 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
   }
   const bool tanh_form = op == BinaryOp::GeluTanhBackward;
   parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    float a[kFloatChunk], b[kFloatChunk], g_buffer[kFloatChunk], x_buffer[kFloatChunk], o_buffer[kFloatChunk];
+    float y[kFloatChunk], dydx[kFloatChunk], g_buffer[kFloatChunk], x_buffer[kFloatChunk], o_buffer[kFloatChunk];
     for (int64_t start = begin; start < end; start += kFloatChunk) {
       const int64_t n = std::min(kFloatChunk, end - start);
       const float* xs = load_chunk(x, start, n, x_buffer);
       const float* g = load_chunk(grad, start, n, g_buffer);
       float* o = chunk_target(out, start, o_buffer);
-      if (tanh_form) {
-        for (int64_t i = 0; i < n; ++i) a[i] = float(kSqrt2OverPi) * (xs[i] + float(kGeluTanhCoeff) * xs[i] * xs[i] * xs[i]);
-        vec::tanh(a, a, n);
-        for (int64_t i = 0; i < n; ++i) {
-          float x2 = xs[i] * xs[i];
-          float d_inner = float(kSqrt2OverPi) * (1.0f + float(3 * kGeluTanhCoeff) * x2);
-          o[i] = g[i] * (0.5f * (1.0f + a[i]) + 0.5f * xs[i] * (1.0f - a[i] * a[i]) * d_inner);
-        }
-      } else {
-        for (int64_t i = 0; i < n; ++i) {
-          a[i] = xs[i] * float(kSqrt1_2);
-          b[i] = -0.5f * xs[i] * xs[i];
-        }
-        vec::erf(a, a, n);
-        vec::exp(b, b, n);
-        for (int64_t i = 0; i < n; ++i) {
-          float cdf = 0.5f * (1.0f + a[i]);
-          o[i] = g[i] * (cdf + xs[i] * b[i] * float(kInvSqrt2Pi));
-        }
-      }
+      if (tanh_form) gelu_tanh_chunk(xs, y, dydx, n);
+      else gelu_chunk(xs, y, dydx, n);
+      for (int64_t i = 0; i < n; ++i) o[i] = g[i] * dydx[i];
       store_chunk(out, start, n, o);
     }
   });
   return true;
+}
+
+// out = gelu(x) and derivative = gelu'(x) in one pass: what the training forward saves so that
+// backward is one multiply (see kernels::GeluWithDerivativeFn).
+void gelu_with_derivative_kernel(const Tensor& x, bool tanh_form, const Tensor& out, const Tensor& derivative) {
+  if (is_chunkable_float(x.dtype()) && x.is_contiguous() && out.is_contiguous() && derivative.is_contiguous()) {
+    parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+      float x_buffer[kFloatChunk], y_buffer[kFloatChunk], d_buffer[kFloatChunk];
+      for (int64_t start = begin; start < end; start += kFloatChunk) {
+        const int64_t n = std::min(kFloatChunk, end - start);
+        const float* xs = load_chunk(x, start, n, x_buffer);
+        float* y = chunk_target(out, start, y_buffer);
+        float* d = chunk_target(derivative, start, d_buffer);
+        if (tanh_form) gelu_tanh_chunk(xs, y, d, n);
+        else gelu_chunk(xs, y, d, n);
+        store_chunk(out, start, n, y);
+        store_chunk(derivative, start, n, d);
+      }
+    });
+    return;
+  }
+  visit_floating(x.dtype(), "gelu", "cpu", [&]<typename T>() {
+    using M = opmath_t<T>;
+    map_elementwise<T, T>(out, [&](T v) { return T(tanh_form ? gelu_tanh(M(v)) : gelu_exact(M(v))); }, {&x});
+    map_elementwise<T, T>(derivative, [&](T v) { return T(tanh_form ? gelu_tanh_grad(M(v)) : gelu_exact_grad(M(v))); },
+                          {&x});
+  });
 }
 
 void unary_kernel(UnaryOp op, const Tensor& in, const Tensor& out) {
@@ -300,6 +328,7 @@ void clamp_kernel(const Tensor& in, std::optional<double> min, std::optional<dou
 
 ACCEL_REGISTER_KERNEL(unary, DeviceType::CPU, unary_kernel);
 ACCEL_REGISTER_KERNEL(binary, DeviceType::CPU, binary_kernel);
+ACCEL_REGISTER_KERNEL(gelu_with_derivative, DeviceType::CPU, gelu_with_derivative_kernel);
 ACCEL_REGISTER_KERNEL(add_scaled, DeviceType::CPU, add_scaled_kernel);
 ACCEL_REGISTER_KERNEL(where, DeviceType::CPU, where_kernel);
 ACCEL_REGISTER_KERNEL(clamp, DeviceType::CPU, clamp_kernel);

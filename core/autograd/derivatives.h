@@ -27,6 +27,8 @@ void maximum(Tensor& out, const Tensor& a, const Tensor& b);
 void minimum(Tensor& out, const Tensor& a, const Tensor& b);
 void unary(Tensor& out, UnaryOp op, const Tensor& x);
 void gelu(Tensor& out, const Tensor& x, bool tanh_approximation);
+/// GELU whose forward also produced gelu'(x) (kernels::gelu_with_derivative): saves that, not x.
+void gelu_from_derivative(Tensor& out, const Tensor& x, const Tensor& derivative);
 void clamp(Tensor& out, const Tensor& x, std::optional<double> min, std::optional<double> max);
 void where(Tensor& out, const Tensor& condition, const Tensor& a, const Tensor& b);
 void to_dtype(Tensor& out, const Tensor& x);
@@ -68,6 +70,10 @@ void dropout(Tensor& out, const Tensor& x, const Tensor& mask, double scale);
 /// The fused attention kernel's node; probs is P before dropout (B, H, Tq, Tk).
 void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs, double scale,
                double dropout_p, uint64_t seed, uint64_t offset);
+/// packed_self_attention's fused run: one input, the (B, T, 3 * heads * head_dim) projection
+/// qkv (float32, contiguous); backward writes the three gradients into one tensor of its shape.
+void packed_attention(Tensor& out, const Tensor& qkv, int64_t heads, const Tensor& probs, double scale,
+                      double dropout_p, uint64_t seed, uint64_t offset);
 void nll_loss(Tensor& out, const Tensor& log_probs, const Tensor& target, const Tensor& weight_per_sample,
               Reduction reduction, double total_weight);
 /// The fused cross-entropy kernel's node: logits (rows, C) contiguous, target (rows) int64,

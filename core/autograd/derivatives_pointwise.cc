@@ -187,6 +187,15 @@ void gelu(Tensor& out, const Tensor& x, bool tanh_approximation) {
   });
 }
 
+void gelu_from_derivative(Tensor& out, const Tensor& x, const Tensor& derivative) {
+  if (!any_requires_grad({&x})) return;
+  SavedTensor sd(derivative, "GeluBackward");
+  set_history(out, "GeluBackward", {&x}, [sd](const Tensor& g) {
+    Tensor d = sd.get();
+    return std::vector<Tensor>{mul(g.to(d.dtype()), d)};
+  });
+}
+
 void clamp(Tensor& out, const Tensor& x, std::optional<double> min, std::optional<double> max) {
   if (!any_requires_grad({&x})) return;
   SavedTensor sx(x, "ClampBackward");

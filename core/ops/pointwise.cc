@@ -2,6 +2,7 @@
 // not widen a tensor of its own kind: int tensor + 2 stays int, float16 tensor * 0.5 stays
 // float16), unary math, where/clamp/masked_fill, in-place forms and operators.
 #include "core/autograd/derivatives.h"
+#include "core/autograd/node.h"
 #include "core/kernels.h"
 #include "core/ops/op_utils.h"
 
@@ -149,6 +150,13 @@ Tensor gelu(const Tensor& x, const std::string& approximate) {
   detail::check_floating(x, "gelu");
   bool tanh_form = approximate == "tanh";
   Tensor out = Tensor::empty(x.sizes(), x.dtype(), x.device());
+  if (autograd::any_requires_grad({&x}) && kernels::gelu_with_derivative.has(x.device().type)) {
+    // Training: the pass that computes gelu(x) also computes gelu'(x), for backward to multiply by.
+    Tensor derivative = Tensor::empty(x.sizes(), x.dtype(), x.device());
+    kernels::gelu_with_derivative(x.device(), x, tanh_form, out, derivative);
+    autograd::record::gelu_from_derivative(out, x, derivative);
+    return out;
+  }
   kernels::unary(out.device(), tanh_form ? UnaryOp::GeluTanh : UnaryOp::Gelu, x, out);
   autograd::record::gelu(out, x, tanh_form);
   return out;

@@ -1,12 +1,14 @@
 // tests/core/test_fused_ops.cc: the fused ops besides attention against their compositions in
 // float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, linear then gelu
-// otherwise; also in bf16 under autocast) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
+// otherwise; also in bf16 under autocast), GELU's training forward (which saves gelu'(x) for
+// backward instead of x: the gradient bit for bit what the recomputing backward kernel gives) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
 // gradients of x, residual, weight and bias; the composition for broadcasting; fp32 under
 // autocast).
 #include <gtest/gtest.h>
 
 #include "core/autocast.h"
 #include "core/autograd/grad_mode.h"
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "tests/core/tensor_compare.h"
 
@@ -48,6 +50,48 @@ TEST(LinearGelu, Bf16UnderAutocastAppliesGeluToTheFp32AccumulatorAndRoundsOnce) 
   // One rounding to bf16 (2^-8 relative) plus fp32 accumulation error; linear then gelu in
   // bf16 rounds twice, which this bound also admits, but never more than that.
   EXPECT_TRUE(tensors_close(fused.to(kFloat64), exact, 1.0 / 256, 1e-4));
+}
+
+// The recorded gelu saves gelu'(x) from its forward; backward multiplies by it. In float32 the
+// output and the gradient are exactly those of the untracked forward and of the backward kernel
+// that recomputes gelu'(x) from x, for both forms, over sizes that end mid-chunk and mid-vector.
+TEST(GeluTraining, SavedDerivativeGivesTheRecomputedGradientBitForBit) {
+  manual_seed(4);
+  for (const std::string approximate : {"none", "tanh"}) {
+    Tensor x = randn({37, 129}) * 3.0, g = randn({37, 129});
+    Tensor untracked;
+    {
+      NoGradGuard no_grad;
+      untracked = gelu(x, approximate);
+    }
+    Tensor xr = x.clone().requires_grad_(true);
+    Tensor y = gelu(xr, approximate);
+    y.backward(g);
+    Tensor recomputed = Tensor::empty(x.sizes(), kFloat32, x.device());
+    kernels::binary(x.device(), approximate == "tanh" ? BinaryOp::GeluTanhBackward : BinaryOp::GeluBackward, g, x,
+                    recomputed);
+    EXPECT_TRUE(equal(y.detach(), untracked)) << approximate;
+    EXPECT_TRUE(equal(xr.grad(), recomputed)) << approximate;
+    // And against float64 (the absolute slack is float32's cancellation in 1 + tanh where the
+    // tanh form's derivative is tiny).
+    Tensor xd = x.to(kFloat64).requires_grad_(true);
+    gelu(xd, approximate).backward(g.to(kFloat64));
+    EXPECT_TRUE(tensors_close(xr.grad(), xd.grad(), 1e-5, 1e-5)) << approximate;
+  }
+}
+
+// bf16 saves the derivative rounded to bf16, so the gradient carries one rounding more than
+// the recomputing kernel's: within two bf16 roundings (2^-8 relative each) of the float64 gradient,
+// with an absolute slack for float32's cancellation where gelu'(x) crosses zero (x near -0.75).
+TEST(GeluTraining, Bf16GradientIsWithinTwoRoundingsOfFloat64) {
+  manual_seed(5);
+  Tensor x = (randn({64, 100}) * 3.0).to(kBFloat16), g = randn({64, 100}).to(kBFloat16);
+  Tensor xr = x.clone().requires_grad_(true);
+  gelu(xr).backward(g);
+  ASSERT_EQ(xr.grad().dtype(), kBFloat16);
+  Tensor xd = x.to(kFloat64).requires_grad_(true);
+  gelu(xd).backward(g.to(kFloat64));
+  EXPECT_TRUE(tensors_close(xr.grad(), xd.grad(), 1.0 / 128, 1e-5));
 }
 
 TEST(AddLayerNorm, MatchesAddThenLayerNormInFloat64) {
