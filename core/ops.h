@@ -162,6 +162,18 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const Tensor& additive_mask = Tensor(), double dropout_p = 0.0,
                                     bool training = false, std::optional<double> scale = std::nullopt,
                                     bool fused = true, Generator* generator = nullptr);
+/// Self-attention on one stacked projection: qkv (B, T, 3 * heads * head_dim) holds query, key
+/// and value side by side along its last dim (as a Linear on the three weights concatenated
+/// writes them) -> (B, heads, T, head_dim), as scaled_dot_product_attention on the three head-split
+/// views. Recording with the fused kernel, its backward writes the gradients of query, key and
+/// value into one (B, T, 3 * heads * head_dim) tensor, so the stacked projection's backward is
+/// one GEMM and nothing is summed; otherwise it is scaled_dot_product_attention on the views.
+Tensor packed_self_attention(const Tensor& qkv, int64_t heads, const Tensor& additive_mask = Tensor(),
+                             double dropout_p = 0.0, bool training = false,
+                             std::optional<double> scale = std::nullopt, Generator* generator = nullptr);
+/// Whether packed_self_attention records through the fused kernel for a projection computed
+/// from an input of this device and dtype (float32, or a float under autocast, which casts to it).
+bool packed_self_attention_fuses(Device device, DType dtype);
 enum class Reduction { None, Mean, Sum };
 /// torch.nn.functional.cross_entropy: logits (C), (N, C) or (N, C, d1, ...), target class
 /// indices (), (N) or (N, d1, ...), int64 or int32, each in [0, C) or ignore_index. The mean

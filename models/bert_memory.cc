@@ -60,17 +60,18 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
   if (hidden_dropout) emb.push_back({"embedding dropout mask (B, T, hidden) bool", tokens * H * mask});
 
   auto& layer = estimate.per_encoder_layer;
-  if (low_precision) {
-    layer.push_back({"query/key/value dense inputs: 3 separate 16-bit casts of the layer input (B, T, hidden)",
-                     3 * tokens * H * gemm});
-  } else {
-    layer.push_back({"query/key/value dense input (B, T, hidden) fp32, one tensor shared by the three",
-                     tokens * H * fp32});
+  // query, key and value run as one Linear on their weights concatenated (nn/attention.cc).
+  layer.push_back({std::string("stacked query/key/value dense input (B, T, hidden) ") +
+                       (low_precision ? "16-bit cast of the layer input" : "fp32, the layer input"),
+                   tokens * H * gemm});
+  if (!low_precision) {  // under autocast the saved weight is the 16-bit cast, counted with the weights
+    layer.push_back({"stacked query/key/value weight (3 hidden, hidden) fp32, the concatenation saved by its Linear",
+                     3 * H * H * fp32});
   }
   // The fused kernel, under autocast on fp32 casts of the 16-bit dense outputs; it redraws the
   // dropout mask in backward instead of keeping it.
-  layer.push_back({std::string("query, key, value dense outputs (B, T, hidden) ") +
-                       (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention as head views",
+  layer.push_back({std::string("stacked query/key/value dense output (B, T, 3 hidden) ") +
+                       (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention",
                    3 * tokens * H * fp32});
   layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
                    scores * fp32});
@@ -85,7 +86,8 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
     layer.push_back({"ReLU output (B, T, intermediate) " + gemm_name + ", also the output dense input",
                      tokens * I * gemm});
   } else {
-    layer.push_back({"GELU input (B, T, intermediate) " + gemm_name, tokens * I * gemm});
+    layer.push_back({"GELU derivative at its input (B, T, intermediate) " + gemm_name + ", from its forward",
+                     tokens * I * gemm});
     layer.push_back({"GELU output (B, T, intermediate) " + gemm_name + ", output dense input", tokens * I * gemm});
   }
   if (hidden_dropout) layer.push_back({"output dropout mask (B, T, hidden) bool", tokens * H * mask});

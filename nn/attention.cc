@@ -1,4 +1,4 @@
-// Self-attention: projections (one stacked GEMM in inference), head split/merge as views,
+// Self-attention: projections (one stacked GEMM), head split/merge as views,
 // and the attention itself (core's scaled_dot_product_attention, fused where the backend can).
 #include "nn/attention.h"
 
@@ -29,40 +29,42 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(int64_t hidden, int64_t heads, do
   value = register_module("value", std::make_shared<Linear>(hidden, hidden));
 }
 
-// With nothing to record (inference) and no hooks on the projections (ZeRO-3 gathers their
-// weights in hooks), the three projections run as one GEMM on their weights stacked, (3 *
-// hidden, hidden): an N of 3 * hidden splits between the cores where N = hidden does not
-// (bench_gemm, 2 threads: MiniLM's 4096x384 @ (1152x384)^T ran at 140 GFLOP/s, each 384x384
-// at 80); a whole forward pass gained about 3% (bench_bert_step, MiniLM and BERT-base, median of
-// 3 alternating runs on a noisy 2-core VM). Training keeps three GEMMs, whose gradients need
-// no split.
+// With no hooks on the projections (ZeRO-3 gathers their weights in hooks), the three
+// projections run as one GEMM on their weights stacked, (3 * hidden, hidden), and attention
+// reads query, key and value as views of its output (packed_self_attention). An N of 3 * hidden
+// splits between the cores where N = hidden does not (bench_gemm, 2 threads: MiniLM's 4096x384
+// @ (1152x384)^T ran at 140 GFLOP/s, each 384x384 at 80; BERT-base's 1024x768 @ (2304x768)^T in
+// 20.4 ms against 3 x 7.3). In training the fused attention's backward writes the three
+// gradients into one tensor, so the stacked projection's backward is one GEMM for the input's
+// gradient (K = 3 * hidden) with nothing to sum, one for the stacked weight's (split back by
+// cat's backward into views, no copy) and one column sum for the biases. Where recording has
+// no fused attention kernel (another device or dtype), select's backward would build a full-size
+// gradient per view, so that case keeps three GEMMs.
 bool MultiHeadSelfAttention::fuses_projections(const Tensor& x) const {
   for (const auto& projection : {query, key, value}) {
     if (projection->has_forward_hooks() || !projection->bias.defined()) return false;
-    if (autograd::any_requires_grad({&x, &projection->weight, &projection->bias})) return false;
   }
-  return true;
+  const bool records = autograd::any_requires_grad({&x, &query->weight, &query->bias, &key->weight, &key->bias,
+                                                    &value->weight, &value->bias});
+  return !records || packed_self_attention_fuses(x.device(), x.dtype());
 }
 
 Tensor MultiHeadSelfAttention::forward(const Tensor& x, const Tensor& additive_mask) const {
   const int64_t B = x.size(0), T = x.size(1);
-  Tensor q, k, v;  // (B, heads, T, head_dim)
+  Tensor context;  // (B, heads, T, head_dim)
   if (fuses_projections(x)) {
     Tensor weight = cat({query->weight, key->weight, value->weight}, 0);  // (3 * hidden, hidden)
     Tensor bias = cat({query->bias, key->bias, value->bias}, 0);           // (3 * hidden)
-    Tensor qkv = linear(x, weight, bias).view({B, T, 3, num_heads, head_dim});
-    q = qkv.select(2, 0).transpose(1, 2);  // views with row stride 3 * hidden
-    k = qkv.select(2, 1).transpose(1, 2);
-    v = qkv.select(2, 2).transpose(1, 2);
+    Tensor qkv = linear(x, weight, bias);                                  // (B, T, 3 * hidden)
+    context = packed_self_attention(qkv, num_heads, additive_mask, attention_dropout, is_training());
   } else {
     auto split_heads = [&](const Tensor& t) {  // (B, T, hidden) -> (B, heads, T, head_dim)
       return t.view({B, T, num_heads, head_dim}).transpose(1, 2);
     };
-    q = split_heads(query->forward(x));
-    k = split_heads(key->forward(x));
-    v = split_heads(value->forward(x));
+    context = accel::scaled_dot_product_attention(split_heads(query->forward(x)), split_heads(key->forward(x)),
+                                                  split_heads(value->forward(x)), additive_mask, attention_dropout,
+                                                  is_training());
   }
-  Tensor context = accel::scaled_dot_product_attention(q, k, v, additive_mask, attention_dropout, is_training());
   return context.transpose(1, 2).reshape({B, T, hidden_size});  // merge heads
 }
 

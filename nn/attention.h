@@ -20,7 +20,8 @@ class MultiHeadSelfAttention : public Module {
   MultiHeadSelfAttention(int64_t hidden_size, int64_t num_heads, double attention_dropout = 0.0);
   /// x (B, T, hidden), additive_mask (B, 1, 1, T) or undefined -> context (B, T, hidden)
   Tensor forward(const Tensor& x, const Tensor& additive_mask) const;
-  /// Whether forward(x) runs query, key and value as one GEMM (nothing recorded, no hooks).
+  /// Whether forward(x) runs query, key and value as one GEMM: no hooks on them, biases, and
+  /// either nothing to record or a fused attention kernel for x's device to record with.
   bool fuses_projections(const Tensor& x) const;
 
   int64_t hidden_size, num_heads, head_dim;

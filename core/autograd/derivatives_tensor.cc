@@ -176,6 +176,23 @@ void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, c
   });
 }
 
+void packed_attention(Tensor& out, const Tensor& qkv, int64_t heads, const Tensor& probs, double scale,
+                      double dropout_p, uint64_t seed, uint64_t offset) {
+  if (!any_requires_grad({&qkv})) return;
+  SavedTensor sqkv(qkv, "PackedAttentionBackward"), sp(probs, "PackedAttentionBackward");
+  set_history(out, "PackedAttentionBackward", {&qkv}, [=](const Tensor& grad) {
+    Tensor packed = sqkv.get();
+    const int64_t B = packed.size(0), T = packed.size(1), D = packed.size(2) / (3 * heads);
+    auto split = [&](const Tensor& t, int64_t i) { return t.view({B, T, 3, heads, D}).select(2, i).transpose(1, 2); };
+    Tensor g = grad.to(kFloat32);
+    if (g.stride(3) != 1) g = g.contiguous();
+    Tensor gqkv = Tensor::empty(packed.sizes(), kFloat32, packed.device());  // (B, T, 3 * heads * D)
+    kernels::attention_backward(packed.device(), g, split(packed, 0), split(packed, 1), split(packed, 2), sp.get(),
+                                scale, dropout_p, seed, offset, split(gqkv, 0), split(gqkv, 1), split(gqkv, 2));
+    return std::vector<Tensor>{gqkv};
+  });
+}
+
 void embedding(Tensor& out, const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
   if (!any_requires_grad({&weight})) return;
   SavedTensor sidx(indices.reshape({-1}).contiguous(), "EmbeddingBackward");

@@ -48,6 +48,36 @@ Tensor to_full_precision_in_memory_order(const Tensor& t) {
   return autocast::to_full_precision(t);
 }
 
+// One run of the fused kernel on float32 q (B, H, Tq, D), k and v (B, H, Tk, D) with unit stride
+// on D: the output (a (B, H, Tq, D) view of a (B, Tq, H, D) buffer), and what backward needs:
+// the probabilities P when `record`, and the dropout draw (seed, offset) reserved from the
+// generator exactly as dropout() on P would reserve it.
+struct FusedAttention {
+  Tensor out, probs;
+  double dropout_p;
+  uint64_t seed = 0, offset = 0;
+};
+FusedAttention run_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask,
+                                   double dropout_p, bool training, double scale, Generator* generator, bool record) {
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
+  Tensor mask;
+  if (additive_mask.defined()) {
+    NoGradGuard no_grad;
+    mask = additive_mask.to(kFloat32).expand({B, H, Tq, Tk});
+  }
+  FusedAttention run;
+  run.dropout_p = training ? dropout_p : 0.0;
+  if (run.dropout_p > 0.0) {
+    Generator& gen = generator ? *generator : default_generator();
+    run.seed = gen.seed();
+    run.offset = gen.reserve(static_cast<uint64_t>(B * H * Tq * Tk));
+  }
+  if (record) run.probs = Tensor::empty({B, H, Tq, Tk}, kFloat32, q.device());
+  run.out = Tensor::empty({B, Tq, H, D}, kFloat32, q.device()).transpose(1, 2);  // (B, H, Tq, D) view
+  kernels::attention(q.device(), q, k, v, mask, scale, run.dropout_p, run.seed, run.offset, run.out, run.probs);
+  return run;
+}
+
 }  // namespace
 
 void kernels::check_attention_float32(const char* op, std::initializer_list<const Tensor*> tensors) {
@@ -80,27 +110,51 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
     return composed_attention(q_in, k_in, v_in, additive_mask, dropout_p, training, s, generator);
   }
   detail::common_device("scaled_dot_product_attention", {&q_in, &k_in, &v_in, &additive_mask});
-  const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), Tk = k_in.size(2), D = q_in.size(3);
   // Recorded copies where a copy is needed, so gradients still reach q_in, k_in and v_in.
   const Tensor q = with_unit_last_stride(q32), k = with_unit_last_stride(k32), v = with_unit_last_stride(v32);
-  Tensor mask;
-  if (additive_mask.defined()) {
-    NoGradGuard no_grad;
-    mask = additive_mask.to(kFloat32).expand({B, H, Tq, Tk});
+  FusedAttention run = run_fused_attention(q, k, v, additive_mask, dropout_p, training, s, generator,
+                                           autograd::any_requires_grad({&q, &k, &v}));
+  autograd::record::attention(run.out, q, k, v, run.probs, s, run.dropout_p, run.seed, run.offset);
+  return run.out;
+}
+
+bool packed_self_attention_fuses(Device device, DType dtype) {
+  const bool float32 = dtype == kFloat32 || (autocast::is_enabled() && (dtype == kBFloat16 || dtype == kFloat16));
+  return float32 && kernels::attention.has(device.type) && kernels::attention_backward.has(device.type);
+}
+
+Tensor packed_self_attention(const Tensor& qkv_in, int64_t heads, const Tensor& additive_mask, double dropout_p,
+                             bool training, std::optional<double> scale, Generator* generator) {
+  detail::check_defined(qkv_in, "packed_self_attention", "qkv");
+  ACCEL_CHECK(heads > 0 && qkv_in.dim() == 3 && qkv_in.size(2) % (3 * heads) == 0,
+              "packed_self_attention: expected qkv (batch, seq, 3 * heads * head_dim) with ", heads,
+              " heads, got shape ", qkv_in.shape_string());
+  const int64_t B = qkv_in.size(0), T = qkv_in.size(1), D = qkv_in.size(2) / (3 * heads);
+  // (B, T, 3 * H * D) -> the i-th of query, key, value as a (B, H, T, D) view.
+  auto split = [&](const Tensor& qkv, int64_t i) { return qkv.view({B, T, 3, heads, D}).select(2, i).transpose(1, 2); };
+  ACCEL_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "packed_self_attention: dropout probability must be in [0, 1], "
+              "got ", dropout_p);
+  // Recording, the fused kernel runs on views of the projection (under autocast, of one
+  // recorded fp32 cast of it) and its backward writes the three gradients into one buffer.
+  const Tensor projection = qkv_in.is_contiguous() ? qkv_in : qkv_in.contiguous();
+  const bool record = autograd::any_requires_grad({&projection});
+  Tensor qkv = projection;
+  if (record && autocast::is_enabled() && (qkv.dtype() == kBFloat16 || qkv.dtype() == kFloat16)) {
+    qkv = autocast::to_full_precision(qkv);
   }
-  const double p = training ? dropout_p : 0.0;
-  uint64_t seed = 0, offset = 0;
-  if (p > 0.0) {
-    Generator& gen = generator ? *generator : default_generator();
-    seed = gen.seed();
-    offset = gen.reserve(static_cast<uint64_t>(B * H * Tq * Tk));  // as dropout() on the probabilities
+  // Otherwise scaled_dot_product_attention on the views does it (where it records, through
+  // select's backward, which costs a full-size gradient per view).
+  if (!record || !fused_kernel_applies(split(qkv, 0), split(qkv, 1), split(qkv, 2), additive_mask) ||
+      (training && dropout_p == 1.0)) {
+    return scaled_dot_product_attention(split(projection, 0), split(projection, 1), split(projection, 2), additive_mask,
+                                        dropout_p, training, scale, true, generator);
   }
-  const bool record = autograd::any_requires_grad({&q, &k, &v});  // grad mode on and an input requires grad
-  Tensor probs = record ? Tensor::empty({B, H, Tq, Tk}, kFloat32, q.device()) : Tensor();
-  Tensor out = Tensor::empty({B, Tq, H, D}, kFloat32, q.device()).transpose(1, 2);  // (B, H, Tq, D) view
-  kernels::attention(q.device(), q, k, v, mask, s, p, seed, offset, out, probs);
-  autograd::record::attention(out, q, k, v, probs, s, p, seed, offset);
-  return out;
+  detail::common_device("packed_self_attention", {&qkv_in, &additive_mask});
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  FusedAttention run = run_fused_attention(split(qkv, 0), split(qkv, 1), split(qkv, 2), additive_mask, dropout_p,
+                                           training, s, generator, true);
+  autograd::record::packed_attention(run.out, qkv, heads, run.probs, s, run.dropout_p, run.seed, run.offset);
+  return run.out;
 }
 
 }  // namespace accel

@@ -6,7 +6,8 @@
 // same generator state. Also: the result's layout makes merging heads a view, autocast runs
 // the fused kernel on fp32 casts (gradients back in bf16), masks that require grad take the
 // composition, and bad shapes are clear errors. And
-// nn::MultiHeadSelfAttention's inference path, which stacks the three projections into one GEMM.
+// nn::MultiHeadSelfAttention, which stacks the three projections into one GEMM and, in training,
+// runs packed_self_attention on its output (gradients as the separate projections', fp32 and bf16).
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -202,39 +203,124 @@ class CountingHooks : public nn::ForwardHooks {
   int calls = 0;
 };
 
-TEST(MultiHeadSelfAttention, InferenceStacksTheProjectionsIntoOneGemm) {
-  manual_seed(31);
-  nn::MultiHeadSelfAttention attention(64, 4);
-  for (Tensor& p : attention.parameters()) {
-    NoGradGuard no_grad;
-    p.copy_(randn(p.sizes()) * 0.2);  // biases too, so a mixed-up bias or head order shows
+// Random weights and biases (so a mixed-up bias or head order shows) and a key-padding mask.
+struct AttentionCase {
+  nn::MultiHeadSelfAttention attention{64, 4, 0.25};
+  Tensor x, mask;
+  AttentionCase() {
+    manual_seed(31);
+    for (Tensor& p : attention.parameters()) {
+      NoGradGuard no_grad;
+      p.copy_(randn(p.sizes()) * 0.2);
+    }
+    x = randn({2, 5, 64});
+    Tensor keep = ones({2, 5});
+    keep.select(0, 1).narrow(0, 3, 2).fill_(0.0);
+    mask = nn::additive_attention_mask(keep, kFloat32);
   }
-  attention.eval();
-  Tensor x = randn({2, 5, 64});
-  Tensor keep = ones({2, 5});
-  keep.select(0, 1).narrow(0, 3, 2).fill_(0.0);
-  Tensor mask = nn::additive_attention_mask(keep, kFloat32);
+};
 
-  ASSERT_FALSE(attention.fuses_projections(x));  // the parameters require grad: three GEMMs
-  Tensor separate = attention.forward(x, mask).detach();
+TEST(MultiHeadSelfAttention, InferenceStacksTheProjectionsIntoOneGemm) {
+  AttentionCase c;
+  c.attention.eval();
   Tensor stacked;
   {
     NoGradGuard no_grad;
-    ASSERT_TRUE(attention.fuses_projections(x));
-    stacked = attention.forward(x, mask);
+    ASSERT_TRUE(c.attention.fuses_projections(c.x));
+    stacked = c.attention.forward(c.x, c.mask);
   }
-  EXPECT_TRUE(tensors_close(stacked, separate, 1e-5, 1e-5));
-  attention.to(kFloat64);
-  Tensor reference = attention.forward(x.to(kFloat64), mask.to(kFloat64)).detach();  // (2, 5, 64)
+  c.attention.to(kFloat64);
+  ASSERT_FALSE(c.attention.fuses_projections(c.x.to(kFloat64)));  // recording float64: three GEMMs
+  Tensor reference = c.attention.forward(c.x.to(kFloat64), c.mask.to(kFloat64)).detach();  // (2, 5, 64)
   EXPECT_TRUE(tensors_close(stacked.to(kFloat64), reference, 1e-5, 1e-5));
 
   // Hooks on a projection (ZeRO-3 gathers the weights in them) keep the separate GEMMs.
   auto hooks = std::make_shared<CountingHooks>();
-  attention.key->set_forward_hooks(hooks);
+  c.attention.key->set_forward_hooks(hooks);
   NoGradGuard no_grad;
-  EXPECT_FALSE(attention.fuses_projections(x));
-  attention.forward(x.to(kFloat64), mask.to(kFloat64));
+  EXPECT_FALSE(c.attention.fuses_projections(c.x));
+  c.attention.forward(c.x.to(kFloat64), c.mask.to(kFloat64));
   EXPECT_EQ(hooks->calls, 1);
+}
+
+// Training stacks them too: the packed attention's backward writes the query, key and value
+// gradients into one tensor, so the input's gradient is one GEMM. Output and every gradient
+// match the three separate projections run in float64 on the same dropout draw (the attention
+// dropout mask comes from the generator at the same point either way).
+TEST(MultiHeadSelfAttention, TrainingStacksTheProjectionsWithTheSeparateGradients) {
+  AttentionCase c;
+  c.attention.train();
+  Tensor x = c.x.clone().requires_grad_(true);
+  ASSERT_TRUE(c.attention.fuses_projections(x));
+  manual_seed(77);
+  Tensor out = c.attention.forward(x, c.mask);  // (2, 5, 64)
+  Tensor g = randn(out.sizes());
+  out.backward(g);
+  std::vector<Tensor> grads;
+  for (const Tensor& p : c.attention.parameters()) grads.push_back(p.grad().clone());
+
+  c.attention.zero_grad();
+  c.attention.to(kFloat64);
+  Tensor xd = c.x.to(kFloat64).requires_grad_(true);
+  ASSERT_FALSE(c.attention.fuses_projections(xd));
+  manual_seed(77);
+  Tensor reference = c.attention.forward(xd, c.mask.to(kFloat64));
+  reference.backward(g.to(kFloat64));
+  EXPECT_TRUE(tensors_close(out, reference, 1e-5, 1e-5));
+  EXPECT_TRUE(tensors_close(x.grad(), xd.grad(), 1e-5, 1e-5));
+  const std::vector<Tensor> params = c.attention.parameters();
+  ASSERT_EQ(params.size(), grads.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(tensors_close(grads[i], params[i].grad(), 1e-5, 1e-5)) << "parameter " << i;
+  }
+}
+
+// Under bf16 autocast the stacked projection is one bf16 GEMM, cast to fp32 once for the fused
+// attention, and gradients come back in the parameters' fp32. Against float64 it is as accurate
+// as the three separate bf16 projections (hooks on one of them keep those): its input gradient
+// is one GEMM accumulated in fp32 where the separate path sums three bf16-rounded products.
+TEST(MultiHeadSelfAttention, TrainingStacksTheProjectionsUnderAutocast) {
+  AttentionCase c;
+  c.attention.eval();  // no dropout, so the runs below draw nothing
+  struct Run {
+    Tensor out, x_grad, weight_grad;
+  };
+  auto run = [&](bool stacked) {
+    c.attention.zero_grad();
+    c.attention.key->set_forward_hooks(stacked ? nullptr : std::make_shared<CountingHooks>());
+    Run r;
+    Tensor x = c.x.clone().requires_grad_(true);
+    {
+      AutocastGuard autocast(kBFloat16);
+      EXPECT_EQ(c.attention.fuses_projections(x), stacked);
+      r.out = c.attention.forward(x, c.mask);
+    }
+    EXPECT_EQ(r.out.dtype(), kFloat32);
+    r.out.backward(c.x);  // any fixed output gradient
+    r.x_grad = x.grad();
+    r.weight_grad = c.attention.value->weight.grad().clone();
+    return r;
+  };
+  const Run stacked = run(true), separate = run(false);
+  c.attention.key->set_forward_hooks(nullptr);
+  c.attention.zero_grad();
+  c.attention.to(kFloat64);
+  Tensor xd = c.x.to(kFloat64).requires_grad_(true);
+  Tensor reference = c.attention.forward(xd, c.mask.to(kFloat64));
+  reference.backward(c.x.to(kFloat64));
+  auto max_error = [](const Tensor& a, const Tensor& b) { return (a.to(kFloat64) - b).abs().max().item<double>(); };
+  const double scale = reference.abs().max().item<double>();
+  EXPECT_LT(max_error(stacked.out, reference), 2e-2 * scale);
+  EXPECT_LE(max_error(stacked.out, reference), 1.25 * max_error(separate.out, reference) + 1e-6);
+  EXPECT_LE(max_error(stacked.x_grad, xd.grad()), 1.25 * max_error(separate.x_grad, xd.grad()) + 1e-6);
+  EXPECT_LE(max_error(stacked.weight_grad, c.attention.value->weight.grad()),
+            1.25 * max_error(separate.weight_grad, c.attention.value->weight.grad()) + 1e-6);
+}
+
+TEST(PackedSelfAttention, BadShapesAreClearErrors) {
+  std::string error = error_of([] { packed_self_attention(randn({2, 5, 64}), 5); });
+  EXPECT_TRUE(contains(error, "expected qkv (batch, seq, 3 * heads * head_dim) with 5 heads, got shape [2, 5, 64]"))
+      << error;
 }
 
 }  // namespace
