@@ -67,10 +67,13 @@ using LinearGeluFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, 
 /// stride on D; mask expanded to (B, H, Tq, Tk) (stride 0 where broadcast) or undefined.
 /// Dropout keeps element i of P (row-major over (B, H, Tq, Tk)) when uniform_i >= p, uniform_i
 /// from the Philox draw (seed, offset), so it draws exactly what dropout() on P would.
-/// probs (B, H, Tq, Tk) contiguous receives P before dropout when defined (for backward).
+/// probs (B, H, Tq, Tk) contiguous receives P before dropout when defined (for backward), in
+/// the backend's own encoding for its backward: the CPU kernel sets the sign bit of each
+/// element dropout dropped (P >= 0, so |probs| is P), and its backward reads the draw from
+/// there instead of running Philox again; the CUDA kernel stores P and redraws.
 using AttentionFn = void(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                          double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs);
-/// Gradients of AttentionFn from its saved P (and the same dropout draw): grad_out like out;
+/// Gradients of AttentionFn from its saved probs (and the same dropout draw): grad_out like out;
 /// grad_q, grad_k, grad_v like q, k, v (any strides, unit stride on D).
 using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,

@@ -68,8 +68,8 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
     layer.push_back({"stacked query/key/value weight (3 hidden, hidden) fp32, the concatenation saved by its Linear",
                      3 * H * H * fp32});
   }
-  // The fused kernel, under autocast on fp32 casts of the 16-bit dense outputs; it redraws the
-  // dropout mask in backward instead of keeping it.
+  // The fused kernel, under autocast on fp32 casts of the 16-bit dense outputs; it keeps no
+  // dropout mask (the CPU kernel marks dropped probabilities by their sign bit, CUDA redraws).
   layer.push_back({std::string("stacked query/key/value dense output (B, T, 3 hidden) ") +
                        (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention",
                    3 * tokens * H * fp32});

@@ -6,6 +6,7 @@
 // small GEMMs are oneDNN's dnnl_sgemm, which runs on the calling thread inside the parallel
 // region; the parallelism is over the (batch, head) items.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -58,6 +59,22 @@ void apply_keep(const char* keep, const float* in, float scale, int64_t n, float
   for (int64_t i = 0; i < n; ++i) {
     const float scaled = in[i] * scale;
     out[i] = keep[i] != 0 ? scaled : 0.0f;
+  }
+}
+
+// The forward saves P with the sign bit set on every element dropout dropped (P >= 0, so the
+// sign is free; a dropped 0 becomes -0). Backward reads the draw back from it instead of
+// running Philox again: P = |saved|, and Pd = dropout(P) = keep ? P * scale : 0.
+void mark_dropped(const char* keep, int64_t n, float* P) {
+  for (int64_t i = 0; i < n; ++i) P[i] = keep[i] != 0 ? P[i] : -P[i];
+}
+void unmark_dropped(const float* saved, float scale, int64_t n, float* P, char* keep, float* dropped) {
+  for (int64_t i = 0; i < n; ++i) {
+    const bool kept = (std::bit_cast<uint32_t>(saved[i]) >> 31) == 0;
+    const float probability = std::fabs(saved[i]);
+    P[i] = probability;
+    keep[i] = kept;
+    dropped[i] = kept ? probability * scale : 0.0f;
   }
 }
 
@@ -152,6 +169,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
       if (p > 0) {  // dropout(P), drawn element by element as dropout() would over (B, H, Tq, Tk)
         dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
         apply_keep(keep.data(), S, keep_scale, Tq * Tk, dropped.data());
+        if (probs.defined()) mark_dropped(keep.data(), Tq * Tk, S);
         P = dropped.data();
       }
       sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
@@ -171,9 +189,8 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
   const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
   const float s = static_cast<float>(scale);
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> dP(Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
+    std::vector<float> dP(Tq * Tk), dropped(p > 0 ? Tq * Tk : 0), unmarked(p > 0 ? Tq * Tk : 0);
     std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
-    std::vector<uint32_t> words;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
       float* gq = GQ.at<float>(b, h);
@@ -190,8 +207,8 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
       const float* P = probs.data_ptr<float>() + item * Tq * Tk;
       const float* Pd = P;
       if (p > 0) {
-        dropout_keep(seed, offset, item * Tq * Tk, Tq * Tk, p, words, keep.data());
-        apply_keep(keep.data(), P, keep_scale, Tq * Tk, dropped.data());
+        unmark_dropped(P, keep_scale, Tq * Tk, unmarked.data(), keep.data(), dropped.data());
+        P = unmarked.data();
         Pd = dropped.data();
       }
       const int64_t keys = keys_with_probability(P, Tq, Tk);
