@@ -1,8 +1,8 @@
 // CPU layer norm over the last `cols` elements of each row, forward (also of x + residual,
 // the fused residual connection) and backward.
-// Statistics in float (double for float64); mean and rstd are saved for backward. The forward's
-// row sums are SIMD reductions (lane-wise partial sums, so not in index order); the backward's
-// stay sequential, which measured faster (its loop also reads the weight).
+// Statistics in float (double for float64); mean and rstd are saved for backward. Row sums,
+// forward and backward, are SIMD reductions (lane-wise partial sums, so not in index order);
+// the weight and bias column sums of backward accumulate in double, one thread per column range.
 //   y = (x - mean) * rstd * w + b,        rstd = 1 / sqrt(var + eps)   (biased var)
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * w
 #include <cmath>
@@ -88,24 +88,33 @@ void layer_norm_backward_kernel(const Tensor& grad, const Tensor& x, const Tenso
     const M* prstd = rstd.data_ptr<M>();
     if (grad_x.defined()) {
       T* pdx = grad_x.data_ptr<T>();
+      // One row; the weight's presence is a template parameter so that both loops stay
+      // branch-free SIMD loops (their sums are lane-wise partial sums, as the forward's).
+      auto row = [&]<bool kWeighted>(int64_t r) {
+        const T* xr = px + r * cols;
+        const T* dyr = pdy + r * cols;
+        const M mu = pmean[r], rs = prstd[r];
+        M sum_dxhat = 0, sum_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
+        for (int64_t c = 0; c < cols; ++c) {
+          const M dxhat = kWeighted ? M(dyr[c]) * M(pw[c]) : M(dyr[c]);
+          const M xhat = (M(xr[c]) - mu) * rs;
+          sum_dxhat += dxhat;
+          sum_dxhat_xhat += dxhat * xhat;
+        }
+        const M mean_dxhat = sum_dxhat / M(cols), mean_dxhat_xhat = sum_dxhat_xhat / M(cols);
+        T* dxr = pdx + r * cols;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) {
+          const M dxhat = kWeighted ? M(dyr[c]) * M(pw[c]) : M(dyr[c]);
+          const M xhat = (M(xr[c]) - mu) * rs;
+          dxr[c] = T(rs * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
+        }
+      };
       parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
-          const T* xr = px + r * cols;
-          const T* dyr = pdy + r * cols;
-          M mu = pmean[r], rs = prstd[r];
-          M sum_dxhat = 0, sum_dxhat_xhat = 0;
-          for (int64_t c = 0; c < cols; ++c) {
-            M dxhat = M(dyr[c]) * (pw ? M(pw[c]) : M(1));
-            M xhat = (M(xr[c]) - mu) * rs;
-            sum_dxhat += dxhat;
-            sum_dxhat_xhat += dxhat * xhat;
-          }
-          M mean_dxhat = sum_dxhat / M(cols), mean_dxhat_xhat = sum_dxhat_xhat / M(cols);
-          for (int64_t c = 0; c < cols; ++c) {
-            M dxhat = M(dyr[c]) * (pw ? M(pw[c]) : M(1));
-            M xhat = (M(xr[c]) - mu) * rs;
-            pdx[r * cols + c] = T(rs * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
-          }
+          if (pw != nullptr) row.template operator()<true>(r);
+          else row.template operator()<false>(r);
         }
       });
     }

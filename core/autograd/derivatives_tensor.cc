@@ -84,10 +84,12 @@ void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bi
   bool need_b = bias.defined() && bias.requires_grad();
   SavedTensor sx(need_w ? x : Tensor(), "LinearBackward"), sw(need_x ? weight : Tensor(), "LinearBackward");
   set_history(out, "LinearBackward", {&x, &weight, &bias}, [sx, sw, need_x, need_w, need_b](const Tensor& grad) {
+    // The bias gradient first: the column sum is a pass over grad while its producer has just
+    // left it in cache; after the two GEMMs it comes from memory again.
+    Tensor gb = need_b ? grad.sum({0}) : Tensor();
     Tensor g = grad.contiguous().unsqueeze(0);  // (1, rows, out)
     Tensor gx = need_x ? gemm(g, sw.get().unsqueeze(0)).squeeze(0) : Tensor();               // (rows, in)
     Tensor gw = need_w ? gemm(g.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();  // (out, in)
-    Tensor gb = need_b ? grad.sum({0}) : Tensor();
     return std::vector<Tensor>{gx, gw, gb};
   });
 }
