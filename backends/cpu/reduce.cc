@@ -1,8 +1,9 @@
 // CPU reductions over any set of dims: sum, mean, max/min (with indices), argmax/argmin,
 // var. Floating sums accumulate in double, so results are at least as accurate as
-// PyTorch's pairwise float sums. Two layouts get fast loops: reducing trailing contiguous
-// dims (softmax-style rows) and reducing leading dims of a contiguous tensor (bias
-// gradients); everything else walks the reduced sub-space with strides.
+// PyTorch's pairwise float sums. Two layouts get fast loops: reducing leading dims of a
+// contiguous tensor (bias gradients), and a few long contiguous runs (whole-tensor sums),
+// cut into blocks summed in parallel; everything else walks the reduced sub-space with strides,
+// one output element per iteration.
 #include <cmath>
 #include <limits>
 
@@ -98,15 +99,55 @@ void reduce_typed(ReduceOp op, const Tensor& in, const Shape& dims, const Tensor
     return;
   }
 
+  // Offset of output element o's first input element.
+  auto base_offset = [&](int64_t o) {
+    int64_t base = 0, rem = o;
+    for (int64_t d = static_cast<int64_t>(kept.sizes.size()) - 1; d >= 0; --d) {
+      base += (rem % kept.sizes[d]) * kept.strides[d];
+      rem /= kept.sizes[d];
+    }
+    return base;
+  };
+
+  // Few outputs, each reducing one long contiguous run (a whole-tensor sum, as the gradient
+  // norm takes): the runs are cut into fixed blocks summed in parallel, each with SIMD
+  // lane-wise partial sums, and each output adds its blocks in order, so the result does not
+  // depend on the thread count. One thread walking element by element read about 1 GB/s.
+  constexpr int64_t kBlock = 16384;
+  const bool long_runs = (op == ReduceOp::Sum || op == ReduceOp::Mean) && reduced.sizes.size() == 1 &&
+                         reduced.strides[0] == 1 && count >= 2 * kBlock && out_numel < 2 * get_num_threads();
+  if (long_runs) {
+    const int64_t blocks = (count + kBlock - 1) / kBlock;  // per output
+    std::vector<Acc> partial(static_cast<size_t>(out_numel * blocks));
+    parallel_for(out_numel * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t block = i % blocks, n = std::min(kBlock, count - block * kBlock);
+        const T* run = data + base_offset(i / blocks) + block * kBlock;
+        Acc acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < n; ++j) acc += Acc(opmath_t<T>(run[j]));
+        partial[i] = acc;
+      }
+    });
+    T* o = out.data_ptr<T>();
+    for (int64_t e = 0; e < out_numel; ++e) {
+      Acc acc = 0;
+      for (int64_t block = 0; block < blocks; ++block) acc += partial[e * blocks + block];
+      if constexpr (std::is_floating_point_v<opmath_t<T>>) {
+        double v = static_cast<double>(acc);
+        if (op == ReduceOp::Mean) v /= static_cast<double>(count);
+        o[e] = T(static_cast<opmath_t<T>>(v));
+      } else {
+        o[e] = static_cast<T>(acc);  // as below: mean takes floating inputs only
+      }
+    }
+    return;
+  }
+
   int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(count, 1));
   parallel_for(out_numel, grain, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
-      // Offset of output element o's first input element.
-      int64_t base = 0, rem = o;
-      for (int64_t d = static_cast<int64_t>(kept.sizes.size()) - 1; d >= 0; --d) {
-        base += (rem % kept.sizes[d]) * kept.strides[d];
-        rem /= kept.sizes[d];
-      }
+      const int64_t base = base_offset(o);
       switch (op) {
         case ReduceOp::Sum:
         case ReduceOp::Mean: {

@@ -9,6 +9,7 @@
 
 #include "backends/cpu/philox.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "core/random.h"
 
 using namespace accel;
@@ -211,6 +212,35 @@ TEST(Ops, ReductionsAndIndices) {
   EXPECT_FLOAT_EQ(x.var({0, 1}, 0).item<float>(), 5.8888889f);
   EXPECT_FLOAT_EQ(x.var({0, 1}).item<float>(), 6.4242424f);  // unbiased
   EXPECT_EQ(min(x, 0).indices.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 0}));
+}
+
+// Whole-tensor sums (the gradient norm's) take the blocked parallel path: exact for int64,
+// within float32's rounding of the float64 sum for float32 and bf16, and bit for bit the same
+// at 1 and 2 threads (fixed blocks, added in order). A strided tensor takes the element walk
+// and agrees.
+TEST(Ops, WholeTensorSumsAreAccurateAndIndependentOfTheThreadCount) {
+  Generator gen(17);
+  Tensor x = randn({1000003}, kFloat32, &gen) + 0.5;  // not a multiple of the block
+  const double exact = x.to(kFloat64).sum().item<double>();
+  const int threads = get_num_threads();
+  set_num_threads(1);
+  const float one = x.sum().item<float>(), mean_one = x.mean().item<float>();
+  set_num_threads(2);
+  const float two = x.sum().item<float>(), mean_two = x.mean().item<float>();
+  set_num_threads(threads);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(mean_one, mean_two);
+  EXPECT_NEAR(two, exact, std::abs(exact) * 1e-7);
+  EXPECT_NEAR(mean_two, exact / 1000003, std::abs(exact / 1000003) * 1e-7);
+  EXPECT_NEAR(x.to(kBFloat16).sum().item<double>(), x.to(kBFloat16).to(kFloat64).sum().item<double>(),
+              std::abs(exact) * 1.0 / 256);
+  EXPECT_EQ(x.view({1000003, 1}).t().sum({1}).item<float>(), two);  // a (1, n) view: one run per output
+  Tensor strided = x.narrow(0, 0, 1000002).view({500001, 2}).select(1, 0);
+  EXPECT_NEAR(strided.sum().item<double>(), strided.to(kFloat64).sum().item<double>(), std::abs(exact) * 1e-7);
+  Tensor k = randint(-1000, 1000, {300000}, kInt64, &gen);
+  int64_t expected = 0;
+  for (int64_t v : k.to_vector<int64_t>()) expected += v;
+  EXPECT_EQ(k.sum().item<int64_t>(), expected);
 }
 
 TEST(Ops, MatmulSemantics) {
