@@ -40,7 +40,15 @@ using BinaryFn = void(BinaryOp op, const Tensor& a, const Tensor& b, const Tenso
 /// gelu'(x), all of one shape and dtype, in one pass. Autograd saves the derivative instead of x,
 /// so the backward is grad * derivative: one multiply where it would evaluate erf and exp again
 /// (bitwise the same float32 result; 16-bit floats round the derivative once more).
-using GeluWithDerivativeFn = void(const Tensor& x, bool tanh_form, const Tensor& out, const Tensor& derivative);
+/// bias (cols), when defined, is added to each row of a contiguous float32 x (rows, cols) first:
+/// the training forward of linear_gelu runs its GEMM without a bias epilogue and adds it here.
+using GeluWithDerivativeFn = void(const Tensor& x, const Tensor& bias, bool tanh_form, const Tensor& out,
+                                  const Tensor& derivative);
+/// out = a * b and column_sum = out summed over rows, for contiguous a, b, out (rows, cols) and
+/// column_sum (cols) of one floating dtype, in one pass (linear_gelu's backward: the gradient
+/// at the GELU's input and its bias's gradient). The sums accumulate in double over fixed
+/// blocks of rows added in order, so they do not depend on the thread count.
+using MulColumnSumFn = void(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& column_sum);
 /// out = a + alpha * b (the fused form of add/sub with alpha, used by optimizers too).
 using AddScaledFn = void(const Tensor& a, const Tensor& b, double alpha, const Tensor& out);
 /// out = cond ? a : b; all expanded to out's shape.
@@ -158,6 +166,7 @@ inline constinit KernelSlot<UnaryFn> unary{"unary", "K unary"};
 inline constinit KernelSlot<BinaryFn> binary{"binary", "K binary"};
 inline constinit KernelSlot<GeluWithDerivativeFn> gelu_with_derivative{"gelu_with_derivative",
                                                                        "K gelu_with_derivative"};
+inline constinit KernelSlot<MulColumnSumFn> mul_column_sum{"mul_column_sum", "K mul_column_sum"};
 inline constinit KernelSlot<AddScaledFn> add_scaled{"add_scaled", "K add_scaled"};
 inline constinit KernelSlot<WhereFn> where{"where", "K where"};
 inline constinit KernelSlot<ClampFn> clamp{"clamp", "K clamp"};

@@ -1,6 +1,7 @@
 // CPU pointwise kernels: unary math, binary math and comparisons, add with a scale, where,
 // clamp. 16-bit floats compute in float and round once when stored.
 #include <cmath>
+#include <vector>
 
 #include "backends/cpu/loops.h"
 #include "backends/cpu/vec_math.h"
@@ -187,9 +188,37 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
   return true;
 }
 
-// out = gelu(x) and derivative = gelu'(x) in one pass: what the training forward saves so that
-// backward is one multiply (see kernels::GeluWithDerivativeFn).
-void gelu_with_derivative_kernel(const Tensor& x, bool tanh_form, const Tensor& out, const Tensor& derivative) {
+// out = gelu(x [+ bias]) and derivative = gelu'(x [+ bias]) in one pass: what the training
+// forward saves so that backward is one multiply (see kernels::GeluWithDerivativeFn).
+void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_form, const Tensor& out,
+                                 const Tensor& derivative) {
+  auto gelu_of = [tanh_form](const float* xs, float* y, float* d, int64_t n) {
+    if (tanh_form) gelu_tanh_chunk(xs, y, d, n);
+    else gelu_chunk(xs, y, d, n);
+  };
+  if (bias.defined()) {
+    ACCEL_CHECK(x.dtype() == kFloat32 && x.dim() == 2 && x.is_contiguous() && bias.dtype() == kFloat32 &&
+                    bias.dim() == 1 && bias.size(0) == x.size(1) && bias.is_contiguous(),
+                "gelu_with_derivative: a bias takes a contiguous float32 (rows, cols) input and a (cols) float32 bias, "
+                "got ", x.shape_string(), " ", dtype_name(x.dtype()), " and ", bias.shape_string(), " ",
+                dtype_name(bias.dtype()));
+    const int64_t rows = x.size(0), cols = x.size(1);
+    const float* px = x.data_ptr<float>();
+    const float* pb = bias.data_ptr<float>();
+    float* py = out.data_ptr<float>();
+    float* pd = derivative.data_ptr<float>();
+    parallel_for(rows, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+      float biased[kFloatChunk];
+      for (int64_t r = begin; r < end; ++r) {
+        for (int64_t c0 = 0; c0 < cols; c0 += kFloatChunk) {
+          const int64_t n = std::min(kFloatChunk, cols - c0), at = r * cols + c0;
+          for (int64_t i = 0; i < n; ++i) biased[i] = px[at + i] + pb[c0 + i];
+          gelu_of(biased, py + at, pd + at, n);
+        }
+      }
+    });
+    return;
+  }
   if (is_chunkable_float(x.dtype()) && x.is_contiguous() && out.is_contiguous() && derivative.is_contiguous()) {
     parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
       float x_buffer[kFloatChunk], y_buffer[kFloatChunk], d_buffer[kFloatChunk];
@@ -198,8 +227,7 @@ void gelu_with_derivative_kernel(const Tensor& x, bool tanh_form, const Tensor& 
         const float* xs = load_chunk(x, start, n, x_buffer);
         float* y = chunk_target(out, start, y_buffer);
         float* d = chunk_target(derivative, start, d_buffer);
-        if (tanh_form) gelu_tanh_chunk(xs, y, d, n);
-        else gelu_chunk(xs, y, d, n);
+        gelu_of(xs, y, d, n);
         store_chunk(out, start, n, y);
         store_chunk(derivative, start, n, d);
       }
@@ -211,6 +239,49 @@ void gelu_with_derivative_kernel(const Tensor& x, bool tanh_form, const Tensor& 
     map_elementwise<T, T>(out, [&](T v) { return T(tanh_form ? gelu_tanh(M(v)) : gelu_exact(M(v))); }, {&x});
     map_elementwise<T, T>(derivative, [&](T v) { return T(tanh_form ? gelu_tanh_grad(M(v)) : gelu_exact_grad(M(v))); },
                           {&x});
+  });
+}
+
+// out = a * b with its column sums (kernels::MulColumnSumFn): blocks of kRowBlock rows are
+// multiplied and summed in parallel, each into its own double partials, then added in order.
+void mul_column_sum_kernel(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& column_sum) {
+  ACCEL_CHECK(a.dim() == 2 && a.is_contiguous() && b.is_contiguous() && out.is_contiguous() && a.sizes() == b.sizes() &&
+                  column_sum.dim() == 1 && column_sum.size(0) == a.size(1),
+              "mul_column_sum: expected contiguous (rows, cols) operands and a (cols) sum, got ", a.shape_string(), ", ",
+              b.shape_string(), " and ", column_sum.shape_string());
+  constexpr int64_t kRowBlock = 64;
+  const int64_t rows = a.size(0), cols = a.size(1), blocks = (rows + kRowBlock - 1) / kRowBlock;
+  visit_floating(a.dtype(), "mul_column_sum", "cpu", [&]<typename T>() {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      const T* pa = a.data_ptr<T>();
+      const T* pb = b.data_ptr<T>();
+      T* po = out.data_ptr<T>();
+      std::vector<double> partial(static_cast<size_t>(blocks * cols), 0.0);
+      parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t block = begin; block < end; ++block) {
+          double* acc = partial.data() + block * cols;
+          for (int64_t r = block * kRowBlock; r < std::min(rows, (block + 1) * kRowBlock); ++r) {
+            const T* ar = pa + r * cols;
+            const T* br = pb + r * cols;
+            T* orow = po + r * cols;
+#pragma omp simd
+            for (int64_t c = 0; c < cols; ++c) {
+              const T v = ar[c] * br[c];
+              orow[c] = v;
+              acc[c] += double(v);
+            }
+          }
+        }
+      });
+      T* ps = column_sum.data_ptr<T>();
+      for (int64_t c = 0; c < cols; ++c) {
+        double total = 0;
+        for (int64_t block = 0; block < blocks; ++block) total += partial[block * cols + c];
+        ps[c] = T(total);
+      }
+    } else {
+      ACCEL_FAIL("mul_column_sum: takes float32 or float64 on cpu, got ", dtype_name(a.dtype()));
+    }
   });
 }
 
@@ -329,6 +400,7 @@ void clamp_kernel(const Tensor& in, std::optional<double> min, std::optional<dou
 ACCEL_REGISTER_KERNEL(unary, DeviceType::CPU, unary_kernel);
 ACCEL_REGISTER_KERNEL(binary, DeviceType::CPU, binary_kernel);
 ACCEL_REGISTER_KERNEL(gelu_with_derivative, DeviceType::CPU, gelu_with_derivative_kernel);
+ACCEL_REGISTER_KERNEL(mul_column_sum, DeviceType::CPU, mul_column_sum_kernel);
 ACCEL_REGISTER_KERNEL(add_scaled, DeviceType::CPU, add_scaled_kernel);
 ACCEL_REGISTER_KERNEL(where, DeviceType::CPU, where_kernel);
 ACCEL_REGISTER_KERNEL(clamp, DeviceType::CPU, clamp_kernel);

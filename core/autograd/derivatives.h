@@ -59,6 +59,8 @@ void identity(Tensor& out, const Tensor& x, const char* name);  ///< contiguous,
 /// @{
 void bmm(Tensor& out, const Tensor& a, const Tensor& b);  ///< (B, M, K) @ (B, K, N)
 void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias);  ///< x 2-D
+/// linear_gelu's training node: x (rows, in); derivative (rows, out) = gelu' at the pre-activation.
+void linear_gelu(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& derivative);
 void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log);
 void layer_norm(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias,
                 const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t cols);

@@ -94,6 +94,26 @@ void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bi
   });
 }
 
+void linear_gelu(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& derivative) {
+  if (!any_requires_grad({&x, &weight, &bias})) return;
+  bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  bool need_b = bias.defined() && bias.requires_grad();
+  SavedTensor sx(need_w ? x : Tensor(), "LinearGeluBackward"), sw(need_x ? weight : Tensor(), "LinearGeluBackward");
+  SavedTensor sd(derivative, "LinearGeluBackward");
+  set_history(out, "LinearGeluBackward", {&x, &weight, &bias}, [sx, sw, sd, need_x, need_w, need_b](const Tensor& grad) {
+    Tensor d = sd.get();
+    Tensor g = grad.to(d.dtype()).contiguous();  // (rows, out)
+    Tensor pre = Tensor::empty(d.sizes(), d.dtype(), d.device());  // the gradient at the pre-activation
+    Tensor gb = need_b ? Tensor::empty({d.size(1)}, d.dtype(), d.device()) : Tensor();
+    if (need_b) kernels::mul_column_sum(d.device(), g, d, pre, gb);
+    else kernels::binary(d.device(), BinaryOp::Mul, g, d, pre);
+    Tensor p3 = pre.unsqueeze(0);  // (1, rows, out)
+    Tensor gx = need_x ? gemm(p3, sw.get().unsqueeze(0)).squeeze(0) : Tensor();               // (rows, in)
+    Tensor gw = need_w ? gemm(p3.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();  // (out, in)
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+}
+
 // ---- nn ----
 
 void softmax(Tensor& out, const Tensor& x, int64_t dim, bool log) {

@@ -106,6 +106,42 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
   return out2.reshape(out_shape);
 }
 
+namespace {
+
+// Whether linear_gelu records as one node: float32 (autocast's 16-bit GEMMs take the
+// composition), shapes linear accepts, and the CPU-style kernels on the device.
+bool trains_fused(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const DeviceType device = x.device().type;
+  return autograd::any_requires_grad({&x, &weight, &bias}) && x.dtype() == kFloat32 && weight.dtype() == kFloat32 &&
+         x.device() == weight.device() && weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
+         (!bias.defined() || (bias.dtype() == kFloat32 && bias.dim() == 1 && bias.size(0) == weight.size(0) &&
+                              bias.device() == x.device())) &&
+         kernels::gelu_with_derivative.has(device) && kernels::mul_column_sum.has(device) && kernels::matmul.has(device);
+}
+
+// Training: the GEMM without a bias epilogue, then one pass that adds the bias and writes
+// gelu and gelu' (saved for backward, which multiplies by it and sums the bias gradient in the
+// same pass). The pre-activation lives only between the two.
+Tensor linear_gelu_training(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const int64_t in_features = weight.size(1), out_features = weight.size(0);
+  Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in_features});  // (rows, in)
+  Tensor out2 = Tensor::empty({x2.size(0), out_features}, kFloat32, x.device());
+  Tensor derivative = Tensor::empty(out2.sizes(), kFloat32, x.device());
+  {
+    NoGradGuard no_grad;
+    Tensor pre_activation = Tensor::empty(out2.sizes(), kFloat32, x.device());  // (rows, out)
+    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), Tensor(), pre_activation.unsqueeze(0), false);
+    kernels::gelu_with_derivative(x.device(), pre_activation, bias.defined() ? bias.contiguous() : Tensor(), false,
+                                  out2, derivative);
+  }
+  autograd::record::linear_gelu(out2, x2, weight, bias, derivative);
+  Shape out_shape = x.sizes();
+  out_shape.back() = out_features;
+  return out2.reshape(out_shape);
+}
+
+}  // namespace
+
 Tensor linear_gelu(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
   const Tensor x = autocast::to_low_precision(x_in), weight = autocast::to_low_precision(weight_in);
   const Tensor bias = autocast::to_low_precision(bias_in);
@@ -115,7 +151,10 @@ Tensor linear_gelu(const Tensor& x_in, const Tensor& weight_in, const Tensor& bi
                        x.device() == weight.device() && kernels::linear_gelu.has(x.device().type) &&
                        weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
                        !autograd::any_requires_grad({&x, &weight, &bias});
-  if (!fusable) return gelu(linear(x_in, weight_in, bias_in));
+  if (!fusable) {
+    if (trains_fused(x, weight, bias)) return linear_gelu_training(x, weight, bias);
+    return gelu(linear(x_in, weight_in, bias_in));
+  }
   if (bias.defined()) {
     ACCEL_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0) && bias.dtype() == x.dtype() &&
                     bias.device() == x.device(),

@@ -153,7 +153,7 @@ Tensor gelu(const Tensor& x, const std::string& approximate) {
   if (autograd::any_requires_grad({&x}) && kernels::gelu_with_derivative.has(x.device().type)) {
     // Training: the pass that computes gelu(x) also computes gelu'(x), for backward to multiply by.
     Tensor derivative = Tensor::empty(x.sizes(), x.dtype(), x.device());
-    kernels::gelu_with_derivative(x.device(), x, tanh_form, out, derivative);
+    kernels::gelu_with_derivative(x.device(), x, Tensor(), tanh_form, out, derivative);
     autograd::record::gelu_from_derivative(out, x, derivative);
     return out;
   }

@@ -1,6 +1,7 @@
 // tests/core/test_fused_ops.cc: the fused ops besides attention against their compositions in
-// float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, linear then gelu
-// otherwise; also in bf16 under autocast), GELU's training forward (which saves gelu'(x) for
+// float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, one training node
+// that saves gelu' when recording in float32, linear then gelu otherwise; also in bf16 under
+// autocast), mul_column_sum's independence of the thread count, GELU's training forward (which saves gelu'(x) for
 // backward instead of x: the gradient bit for bit what the recomputing backward kernel gives) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
 // gradients of x, residual, weight and bias; the composition for broadcasting; fp32 under
 // autocast).
@@ -9,6 +10,7 @@
 #include "core/autocast.h"
 #include "core/autograd/grad_mode.h"
 #include "core/kernels.h"
+#include "core/parallel.h"
 #include "core/ops.h"
 #include "tests/core/tensor_compare.h"
 
@@ -26,12 +28,52 @@ TEST(LinearGelu, FusedEpilogueMatchesLinearThenGelu) {
   Tensor reference = gelu(linear(x.to(kFloat64), w.to(kFloat64), b.to(kFloat64)));
   EXPECT_EQ(fused.sizes(), (Shape{3, 7, 24}));
   EXPECT_TRUE(tensors_close(fused, reference, 1e-5, 1e-6));
-  // Recording: linear then gelu, with gradients.
-  Tensor wr = w.detach().requires_grad_();
-  linear_gelu(x, wr, b).sum().backward();
-  Tensor wd = w.to(kFloat64).detach().requires_grad_();
-  gelu(linear(x.to(kFloat64), wd, b.to(kFloat64))).sum().backward();
-  EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5));
+}
+
+// Recording in float32, linear_gelu is one node: the GEMM without its bias, then one pass that
+// adds the bias and saves gelu'; backward multiplies by it and sums the bias gradient in the
+// same pass. Output and the gradients of x, weight and bias against float64 linear then gelu,
+// with and without a bias, over more rows than one block of the column sum.
+TEST(LinearGelu, TrainingNodeMatchesLinearThenGeluInFloat64) {
+  manual_seed(10);
+  for (bool with_bias : {true, false}) {
+    Tensor x = randn({3, 70, 16}), w = randn({24, 16}), b = with_bias ? randn({24}) : Tensor(), g = randn({3, 70, 24});
+    Tensor xr = x.clone().requires_grad_(), wr = w.clone().requires_grad_();
+    Tensor br = with_bias ? b.clone().requires_grad_() : Tensor();
+    Tensor out = linear_gelu(xr, wr, br);
+    out.backward(g);
+    Tensor xd = x.to(kFloat64).requires_grad_(), wd = w.to(kFloat64).requires_grad_();
+    Tensor bd = with_bias ? b.to(kFloat64).requires_grad_() : Tensor();
+    Tensor reference = gelu(linear(xd, wd, bd));
+    reference.backward(g.to(kFloat64));
+    const std::string what = with_bias ? "with bias" : "without bias";
+    EXPECT_TRUE(tensors_close(out, reference, 1e-5, 1e-5)) << what;
+    EXPECT_TRUE(tensors_close(xr.grad(), xd.grad(), 1e-5, 1e-5)) << what;
+    EXPECT_TRUE(tensors_close(wr.grad(), wd.grad(), 1e-5, 1e-5)) << what;
+    if (with_bias) {
+      EXPECT_TRUE(tensors_close(br.grad(), bd.grad(), 1e-5, 1e-5));
+    }
+  }
+}
+
+// The column sums of mul_column_sum do not depend on the thread count (fixed row blocks).
+TEST(LinearGelu, MulColumnSumIsTheSameAtAnyThreadCount) {
+  manual_seed(11);
+  Tensor a = randn({1000, 37}), b = randn({1000, 37});
+  auto run = [&](int threads) {
+    const int before = get_num_threads();
+    set_num_threads(threads);
+    Tensor out = Tensor::empty(a.sizes()), sums = Tensor::empty({37});
+    kernels::mul_column_sum(a.device(), a, b, out, sums);
+    set_num_threads(before);
+    return std::pair{out, sums};
+  };
+  auto [out1, sums1] = run(1);
+  auto [out2, sums2] = run(2);
+  EXPECT_TRUE(equal(out1, out2));
+  EXPECT_TRUE(equal(sums1, sums2));
+  EXPECT_TRUE(equal(out1, a * b));
+  EXPECT_TRUE(tensors_close(sums1, (a.to(kFloat64) * b.to(kFloat64)).sum({0}), 1e-6, 1e-6));
 }
 
 TEST(LinearGelu, Bf16UnderAutocastAppliesGeluToTheFp32AccumulatorAndRoundsOnce) {
