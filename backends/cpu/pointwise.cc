@@ -110,7 +110,7 @@ void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* values)
 //
 // The erf form takes cdf(x) from erfc(|x| / sqrt 2) = exp(-x^2 / 2) * erfcx(|x| / sqrt 2), with
 // the scaled erfcx as a degree-9 polynomial in t = 1 / (1 + 0.3 |x| / sqrt 2), fitted for relative
-// error (1.7e-8 at most on [0, 10]; kErfcxPoly below, fitted with mpmath). Its exp(-x^2 / 2) is
+// error (1.7e-8 at most on [0, 10]; kErfcxPoly below, from scripts/fit_erfcx_poly.py). Its exp(-x^2 / 2) is
 // the pdf's too, so one exp serves y and gelu' where erf then exp took two transcendental calls,
 // and cdf(x) = erfc / 2 for x < 0 keeps its relative accuracy in the negative tail, which
 // 0.5 * (1 + erf(x / sqrt 2)) loses to cancellation (float32: 1e-5 relative at x = -3, all of it
