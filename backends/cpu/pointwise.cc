@@ -109,13 +109,13 @@ void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* values)
 // training forward that saves the derivative, so the three agree bit for bit.
 //
 // The erf form takes cdf(x) from erfc(|x| / sqrt 2) = exp(-x^2 / 2) * erfcx(|x| / sqrt 2), with
-// the scaled erfcx as a degree-9 polynomial in t = 1 / (1 + 0.3 |x| / sqrt 2), fitted for relative
-// error (1.7e-8 at most on [0, 10]; kErfcxPoly below, from scripts/fit_erfcx_poly.py). Its exp(-x^2 / 2) is
-// the pdf's too, so one exp serves y and gelu' where erf then exp took two transcendental calls,
-// and cdf(x) = erfc / 2 for x < 0 keeps its relative accuracy in the negative tail, which
-// 0.5 * (1 + erf(x / sqrt 2)) loses to cancellation (float32: 1e-5 relative at x = -3, all of it
-// below -9; here within 1e-6 down to x = -3 and 1.1e-5 at -12). x^2 is split exactly (fma) so
-// that the exponent of the tail is not rounded.
+// the scaled erfcx as a degree-9 polynomial in t = 1 / (1 + 0.3 |x| / sqrt 2), fitted for
+// relative error (1.7e-8 at most on [0, 10]; kErfcxPoly, from scripts/fit_erfcx_poly.py). Its
+// exp(-x^2 / 2) is the pdf's too, so one exp serves y and gelu' where erf then exp took two
+// transcendental calls, and cdf(x) = erfc / 2 for x < 0 keeps its relative accuracy in the
+// negative tail, which 0.5 * (1 + erf(x / sqrt 2)) loses to cancellation (float32: 1e-5
+// relative at x = -3, every digit below -9; here within 2e-6 on [-10, 10]). x^2 is split
+// exactly (fma) so that the exponent of the tail is not rounded.
 constexpr float kErfcxPoly[] = {-1.5852682500018703e-05f, 0.1694741857875065f,  0.16848775903635288f,
                                 0.15815467780036538f,     0.1879182947302884f,  -0.04647825192786976f,
                                 0.49195094679349904f,     -0.47181311103180534f, 0.46884137085073063f,
