@@ -16,8 +16,10 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kGeluTanhCoeff = 0.044715;
 
+// The scalar forms (float64, and strided inputs): cdf(x) = erfc(-x / sqrt 2) / 2, which keeps
+// its relative accuracy in the negative tail where 1 + erf(x / sqrt 2) cancels.
 template <typename T>
-T gelu_exact(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(kSqrt1_2))); }
+T gelu_exact(T x) { return T(0.5) * x * std::erfc(-x * T(kSqrt1_2)); }
 template <typename T>
 T gelu_tanh(T x) {
   T inner = T(kSqrt2OverPi) * (x + T(kGeluTanhCoeff) * x * x * x);
@@ -25,7 +27,7 @@ T gelu_tanh(T x) {
 }
 template <typename T>
 T gelu_exact_grad(T x) {
-  T cdf = T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2)));
+  T cdf = T(0.5) * std::erfc(-x * T(kSqrt1_2));
   T pdf = std::exp(T(-0.5) * x * x) * T(kInvSqrt2Pi);
   return cdf + x * pdf;
 }

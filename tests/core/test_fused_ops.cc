@@ -127,9 +127,9 @@ TEST(GeluTraining, SavedDerivativeGivesTheRecomputedGradientBitForBit) {
 
 // float32 GELU keeps its relative accuracy in the negative tail, where cdf(x) is tiny:
 // 0.5 * (1 + erf(x / sqrt 2)) would cancel there (1e-5 relative at x = -3, every digit lost
-// below -9); the kernel takes cdf(x) = erfc(|x| / sqrt 2) / 2 instead. Both outputs against
-// float64 on [-10, 10], training forward and plain forward alike.
-TEST(GeluTraining, Float32IsAccurateInTheNegativeTail) {
+// below -9); the kernels take cdf(x) from erfc instead. Both outputs against a double erfc
+// reference on [-10, 10], training forward and plain forward alike, and float64 at -9 and -12.
+TEST(GeluTraining, AccurateInTheNegativeTailInFloat32AndFloat64) {
   Tensor x = arange(-10000, 10001, 1, kFloat32) * 1e-3;  // (20001), step 0.001
   Tensor xr = x.clone().requires_grad_(true);
   Tensor y = gelu(xr);
@@ -151,6 +151,14 @@ TEST(GeluTraining, Float32IsAccurateInTheNegativeTail) {
   // gelu' = cdf + x pdf crosses zero near x = -0.75, where the two terms cancel: an absolute
   // slack of a few float32 ulps of the terms.
   EXPECT_TRUE(tensors_close(xr.grad(), from_vector<double>(expected_grad, {20001}), 2e-6, 2e-7));
+  // float64 (the scalar kernels) too, against mpmath at 30 digits.
+  Tensor xd = from_vector<double>({-9.0, -12.0}, {2}).requires_grad_(true);
+  Tensor yd = gelu(xd);
+  yd.backward(ones_like(yd));
+  EXPECT_TRUE(tensors_close(yd, from_vector<double>({-1.015729565358456583e-18, -2.1317785344932147972e-32}, {2}),
+                            1e-13, 0.0));
+  EXPECT_TRUE(tensors_close(xd.grad(), from_vector<double>({-9.138937373906639251e-18, -2.5578956616748956241e-31}, {2}),
+                            1e-13, 0.0));
 }
 
 // bf16 saves the derivative rounded to bf16, so the gradient carries one rounding more than
