@@ -158,6 +158,12 @@ void gelu_tanh_chunk(const float* xs, float* y, float* dydx, int64_t n) {
   }
 }
 
+// gelu_chunk or gelu_tanh_chunk, by form.
+void gelu_form_chunk(bool tanh_form, const float* xs, float* y, float* dydx, int64_t n) {
+  if (tanh_form) gelu_tanh_chunk(xs, y, dydx, n);
+  else gelu_chunk(xs, y, dydx, n);
+}
+
 // Contiguous float transcendental ops (float32, and the 16-bit floats through float chunks),
 // through the vectorized math of vec_math.h. Returns false for the cases it does not cover.
 bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
@@ -207,8 +213,7 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
       const float* xs = load_chunk(x, start, n, x_buffer);
       const float* g = load_chunk(grad, start, n, g_buffer);
       float* o = chunk_target(out, start, o_buffer);
-      if (tanh_form) gelu_tanh_chunk(xs, y, dydx, n);
-      else gelu_chunk(xs, y, dydx, n);
+      gelu_form_chunk(tanh_form, xs, y, dydx, n);
       for (int64_t i = 0; i < n; ++i) o[i] = g[i] * dydx[i];
       store_chunk(out, start, n, o);
     }
@@ -220,10 +225,6 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
 // forward saves so that backward is one multiply (see kernels::GeluWithDerivativeFn).
 void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_form, const Tensor& out,
                                  const Tensor& derivative) {
-  auto gelu_of = [tanh_form](const float* xs, float* y, float* d, int64_t n) {
-    if (tanh_form) gelu_tanh_chunk(xs, y, d, n);
-    else gelu_chunk(xs, y, d, n);
-  };
   if (bias.defined()) {
     ACCEL_CHECK(x.dtype() == kFloat32 && x.dim() == 2 && x.is_contiguous() && bias.dtype() == kFloat32 &&
                     bias.dim() == 1 && bias.size(0) == x.size(1) && bias.is_contiguous(),
@@ -241,7 +242,7 @@ void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_
         for (int64_t c0 = 0; c0 < cols; c0 += kFloatChunk) {
           const int64_t n = std::min(kFloatChunk, cols - c0), at = r * cols + c0;
           for (int64_t i = 0; i < n; ++i) biased[i] = px[at + i] + pb[c0 + i];
-          gelu_of(biased, py + at, pd + at, n);
+          gelu_form_chunk(tanh_form, biased, py + at, pd + at, n);
         }
       }
     });
@@ -255,7 +256,7 @@ void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_
         const float* xs = load_chunk(x, start, n, x_buffer);
         float* y = chunk_target(out, start, y_buffer);
         float* d = chunk_target(derivative, start, d_buffer);
-        gelu_of(xs, y, d, n);
+        gelu_form_chunk(tanh_form, xs, y, d, n);
         store_chunk(out, start, n, y);
         store_chunk(derivative, start, n, d);
       }

@@ -2,7 +2,8 @@
 // scaled_dot_product_attention on this device. Core hands them float32 only, as it does the
 // CPU kernel (backends/cpu/attention.cc), whose outputs and dropout draw they reproduce (the
 // saved probabilities are each backend's own: the CPU marks dropped ones by their sign bit,
-// this backend stores P and redraws in backward). Per (batch, head), with P = softmax(scale * q k^T + mask), Pd = dropout(P):
+// this backend stores P and redraws in backward). Per (batch, head), with
+// P = softmax(scale * q k^T + mask), Pd = dropout(P):
 //   forward:  S = q k^T (cuBLAS) into probs; one row kernel turns each row of S into P, in
 //             float, and under dropout writes Pd beside it from the CPU's Philox draw;
 //             out = Pd v (cuBLAS), straight into out's (B, T, H, D) layout.

@@ -1,6 +1,8 @@
 // Backward rules for views, linear algebra, nn functions and indexing. Rules run with
 // recording off; the hot ones call fused backward kernels (softmax, layer_norm,
 // cross-entropy) or GEMMs straight through the dispatch table.
+#include <utility>
+
 #include "core/autograd/derivatives.h"
 #include "core/autograd/node.h"
 #include "core/kernels.h"
@@ -64,6 +66,15 @@ Tensor gemm(const Tensor& a, const Tensor& b) {
   kernels::matmul(a.device(), a, b, Tensor(), out, false);
   return out;
 }
+
+// The two GEMMs of a linear layer's backward from the gradient at its output, g (1, rows, out):
+// the input's gradient g @ W (rows, in) and the weight's g^T @ x (out, in), each where needed.
+std::pair<Tensor, Tensor> linear_gemm_grads(const Tensor& g, const SavedTensor& sx, const SavedTensor& sw, bool need_x,
+                                            bool need_w) {
+  Tensor gx = need_x ? gemm(g, sw.get().unsqueeze(0)).squeeze(0) : Tensor();
+  Tensor gw = need_w ? gemm(g.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();
+  return {gx, gw};
+}
 }  // namespace
 
 void bmm(Tensor& out, const Tensor& a, const Tensor& b) {
@@ -87,9 +98,7 @@ void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bi
     // The bias gradient first: the column sum is a pass over grad while its producer has just
     // left it in cache; after the two GEMMs it comes from memory again.
     Tensor gb = need_b ? grad.sum({0}) : Tensor();
-    Tensor g = grad.contiguous().unsqueeze(0);  // (1, rows, out)
-    Tensor gx = need_x ? gemm(g, sw.get().unsqueeze(0)).squeeze(0) : Tensor();               // (rows, in)
-    Tensor gw = need_w ? gemm(g.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();  // (out, in)
+    auto [gx, gw] = linear_gemm_grads(grad.contiguous().unsqueeze(0), sx, sw, need_x, need_w);
     return std::vector<Tensor>{gx, gw, gb};
   });
 }
@@ -107,9 +116,7 @@ void linear_gelu(Tensor& out, const Tensor& x, const Tensor& weight, const Tenso
     Tensor gb = need_b ? Tensor::empty({d.size(1)}, d.dtype(), d.device()) : Tensor();
     if (need_b) kernels::mul_column_sum(d.device(), g, d, pre, gb);
     else kernels::binary(d.device(), BinaryOp::Mul, g, d, pre);
-    Tensor p3 = pre.unsqueeze(0);  // (1, rows, out)
-    Tensor gx = need_x ? gemm(p3, sw.get().unsqueeze(0)).squeeze(0) : Tensor();               // (rows, in)
-    Tensor gw = need_w ? gemm(p3.transpose(1, 2), sx.get().unsqueeze(0)).squeeze(0) : Tensor();  // (out, in)
+    auto [gx, gw] = linear_gemm_grads(pre.unsqueeze(0), sx, sw, need_x, need_w);
     return std::vector<Tensor>{gx, gw, gb};
   });
 }

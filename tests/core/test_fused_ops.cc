@@ -1,10 +1,11 @@
 // tests/core/test_fused_ops.cc: the fused ops besides attention against their compositions in
-// float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, one training node
-// that saves gelu' when recording in float32, linear then gelu otherwise; also in bf16 under
-// autocast), mul_column_sum's independence of the thread count, GELU's training forward (which saves gelu'(x) for
-// backward instead of x: the gradient bit for bit what the recomputing backward kernel gives) and add_layer_norm (layer_norm(x + residual) in one pass; outputs and the
-// gradients of x, residual, weight and bias; the composition for broadcasting; fp32 under
-// autocast).
+// float64: linear_gelu (oneDNN's GELU epilogue when nothing is recorded, one training node that
+// saves gelu' when recording in float32, linear then gelu otherwise; also in bf16 under
+// autocast), mul_column_sum's independence of the thread count, GELU's training forward (which
+// saves gelu'(x) for backward instead of x: the gradient bit for bit what the recomputing
+// backward kernel gives) and its accuracy in the negative tail, and add_layer_norm
+// (layer_norm(x + residual) in one pass; outputs and the gradients of x, residual, weight and
+// bias; the composition for broadcasting; fp32 under autocast).
 #include <gtest/gtest.h>
 
 #include <cmath>
