@@ -4,6 +4,9 @@
 // beside the same step in PyTorch (bert_step_torch.py) and prints the comparison.
 // Random weights and full-length random token ids: the speed of the math, not of a dataset.
 // --gradient-checkpointing measures what recomputing each layer in backward saves in memory.
+// --full-last-layer runs the last encoder layer at every position, as transformers'
+// BertForSequenceClassification does, instead of at position 0 alone (BertModel::pooled_output):
+// what the step would cost without that.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -27,7 +30,8 @@ namespace {
 struct Options {
   std::string model = "minilm", dtype = "f32", mode = "train";
   int64_t batch = 0, seq = 128, steps = 5, warmup = 2, threads = 0;
-  bool checkpointing = false;  // recompute each encoder layer in backward
+  bool checkpointing = false;    // recompute each encoder layer in backward
+  bool full_last_layer = false;  // the last layer at every position, not at position 0 alone
 };
 
 models::BertConfig config_for(const std::string& name) {
@@ -41,6 +45,14 @@ models::BertConfig config_for(const std::string& name) {
     std::exit(2);
   }
   return c;
+}
+
+// BertForSequenceClassification::forward's logits with the last encoder layer computed at every
+// position: the pooler output taken from BertModel::forward's full last hidden state.
+Tensor logits_with_full_last_layer(const models::BertForSequenceClassification& model, const Tensor& ids,
+                                   const Tensor& mask, const Tensor& types) {
+  Tensor pooled = model.bert->forward(ids, mask, types).pooler_output;  // (B, hidden)
+  return model.classifier->forward(model.dropout->forward(pooled));     // (B, num_labels)
 }
 
 double peak_rss_mb() {
@@ -71,9 +83,11 @@ int main(int argc, char** argv) {
     else if (arg == "--warmup") o.warmup = std::stoll(value());
     else if (arg == "--threads") o.threads = std::stoll(value());
     else if (arg == "--gradient-checkpointing") o.checkpointing = true;
+    else if (arg == "--full-last-layer") o.full_last_layer = true;
     else {
       std::fprintf(stderr, "usage: bench_bert_step [--model minilm|bert-base] [--dtype f32|bf16] [--mode train|infer] "
-                           "[--batch B] [--seq T] [--steps N] [--warmup N] [--threads N] [--gradient-checkpointing]\n");
+                           "[--batch B] [--seq T] [--steps N] [--warmup N] [--threads N] [--gradient-checkpointing] "
+                           "[--full-last-layer]\n");
       return 2;
     }
   }
@@ -101,7 +115,8 @@ int main(int argc, char** argv) {
       Tensor loss;
       {
         AutocastGuard autocast(kBFloat16, bf16);
-        loss = model->forward(ids, mask, types, labels).loss;
+        loss = o.full_last_layer ? cross_entropy(logits_with_full_last_layer(*model, ids, mask, types), labels)
+                                 : model->forward(ids, mask, types, labels).loss;
       }
       loss.backward();
       optimizer.step();
@@ -109,15 +124,17 @@ int main(int argc, char** argv) {
     } else {
       NoGradGuard no_grad;
       AutocastGuard autocast(kBFloat16, bf16);
-      Tensor logits = model->forward(ids, mask, types).logits;
+      Tensor logits = o.full_last_layer ? logits_with_full_last_layer(*model, ids, mask, types)
+                                        : model->forward(ids, mask, types).logits;
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (step >= o.warmup) times.push_back(ms);
   }
   std::sort(times.begin(), times.end());
   double median = times[times.size() / 2];
-  std::printf("accel %s %s %s%s batch %lld seq %lld threads %d: %.1f ms/step (min %.1f), peak RSS %.0f MB\n",
+  std::printf("accel %s %s %s%s%s batch %lld seq %lld threads %d: %.1f ms/step (min %.1f), peak RSS %.0f MB\n",
               o.model.c_str(), o.dtype.c_str(), o.mode.c_str(), o.checkpointing ? " (checkpointing)" : "",
+              o.full_last_layer ? " (full last layer)" : "",
               static_cast<long long>(o.batch),
               static_cast<long long>(o.seq), get_num_threads(), median, times.front(), peak_rss_mb());
   std::printf("{\"impl\":\"accel\",\"model\":\"%s\",\"dtype\":\"%s\",\"mode\":\"%s\",\"ms\":%.2f,\"peak_mb\":%.0f}\n",

@@ -55,8 +55,9 @@ BertAttention::BertAttention(const BertConfig& c) : Module("BertAttention") {
   output = register_module("output", std::make_shared<BertResidualOutput>(c.hidden_size, c));
 }
 
-Tensor BertAttention::forward(const Tensor& hidden, const Tensor& additive_mask) const {
-  return output->forward(self->forward(hidden, additive_mask), hidden);
+Tensor BertAttention::forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only) const {
+  if (!first_position_only) return output->forward(self->forward(hidden, additive_mask), hidden);
+  return output->forward(self->forward_leading(hidden, additive_mask, 1), hidden.slice(1, 0, 1));
 }
 
 BertIntermediate::BertIntermediate(const BertConfig& c) : Module("BertIntermediate"), activation(c.hidden_act) {
@@ -74,9 +75,9 @@ BertLayer::BertLayer(const BertConfig& c) : Module("BertLayer") {
   output = register_module("output", std::make_shared<BertResidualOutput>(c.intermediate_size, c));
 }
 
-Tensor BertLayer::forward(const Tensor& hidden, const Tensor& additive_mask) const {
+Tensor BertLayer::forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only) const {
   trace::Span span("BertLayer", "model");
-  Tensor attended = attention->forward(hidden, additive_mask);
+  Tensor attended = attention->forward(hidden, additive_mask, first_position_only);  // (B, T or 1, hidden)
   return output->forward(intermediate->forward(attended), attended);
 }
 
@@ -85,14 +86,16 @@ BertEncoder::BertEncoder(const BertConfig& c) : Module("BertEncoder") {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(std::make_shared<BertLayer>(c));
 }
 
-Tensor BertEncoder::forward(const Tensor& hidden, const Tensor& additive_mask) const {
+Tensor BertEncoder::forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only) const {
   Tensor h = hidden;
-  for (const auto& block : *layer) {
+  for (size_t i = 0; i < layer->size(); ++i) {
+    const BertLayer* l = &(*layer)[i];
+    const bool first_only = first_position_only && i + 1 == layer->size();
     if (gradient_checkpointing && is_training()) {
-      BertLayer* l = block.get();
-      h = nn::checkpoint([l](const std::vector<Tensor>& in) { return l->forward(in[0], in[1]); }, {h, additive_mask});
+      h = nn::checkpoint([l, first_only](const std::vector<Tensor>& in) { return l->forward(in[0], in[1], first_only); },
+                         {h, additive_mask});
     } else {
-      h = block->forward(h, additive_mask);
+      h = l->forward(h, additive_mask, first_only);
     }
   }
   return h;
@@ -135,7 +138,8 @@ void bert_init(nn::Module& root, double initializer_range) {
 
 void BertModel::init_weights() { bert_init(*this, config.initializer_range); }
 
-BertOutput BertModel::forward(const Tensor& input_ids, const Tensor& attention_mask, const Tensor& token_type_ids) const {
+BertModel::Embedded BertModel::embed(const Tensor& input_ids, const Tensor& attention_mask,
+                                     const Tensor& token_type_ids) const {
   ACCEL_CHECK(input_ids.dim() == 2, "BertModel: expected input_ids of shape (batch, seq) but got ",
               input_ids.shape_string());
   for (const Tensor* t : {&attention_mask, &token_type_ids}) {
@@ -145,10 +149,22 @@ BertOutput BertModel::forward(const Tensor& input_ids, const Tensor& attention_m
   }
   Tensor hidden = embeddings->forward(input_ids, token_type_ids);
   Tensor additive_mask = attention_mask.defined() ? nn::additive_attention_mask(attention_mask, hidden.dtype()) : Tensor();
+  return {hidden, additive_mask};
+}
+
+BertOutput BertModel::forward(const Tensor& input_ids, const Tensor& attention_mask, const Tensor& token_type_ids) const {
+  const Embedded in = embed(input_ids, attention_mask, token_type_ids);
   BertOutput out;
-  out.last_hidden_state = encoder->forward(hidden, additive_mask);
+  out.last_hidden_state = encoder->forward(in.hidden, in.additive_mask);
   if (pooler) out.pooler_output = pooler->forward(out.last_hidden_state);
   return out;
+}
+
+Tensor BertModel::pooled_output(const Tensor& input_ids, const Tensor& attention_mask,
+                                const Tensor& token_type_ids) const {
+  ACCEL_CHECK(pooler != nullptr, "BertModel::pooled_output: this model was built without a pooling layer");
+  const Embedded in = embed(input_ids, attention_mask, token_type_ids);
+  return pooler->forward(encoder->forward(in.hidden, in.additive_mask, /*first_position_only=*/true));
 }
 
 BertForSequenceClassification::BertForSequenceClassification(const BertConfig& c)
@@ -164,9 +180,9 @@ void BertForSequenceClassification::init_weights() { bert_init(*this, config.ini
 SequenceClassifierOutput BertForSequenceClassification::forward(const Tensor& input_ids, const Tensor& attention_mask,
                                                                 const Tensor& token_type_ids, const Tensor& labels) const {
   trace::Span span("forward", "step");
-  BertOutput encoded = bert->forward(input_ids, attention_mask, token_type_ids);
   SequenceClassifierOutput out;
-  out.logits = classifier->forward(dropout->forward(encoded.pooler_output));  // (B, num_labels)
+  Tensor pooled = bert->pooled_output(input_ids, attention_mask, token_type_ids);  // (B, hidden)
+  out.logits = classifier->forward(dropout->forward(pooled));                      // (B, num_labels)
   if (!labels.defined()) return out;
   bool regression = config.problem_type == "regression" || (config.problem_type.empty() && config.num_labels == 1);
   if (regression) {

@@ -38,7 +38,8 @@ class BertResidualOutput : public nn::Module {
 class BertAttention : public nn::Module {
  public:
   explicit BertAttention(const BertConfig& config);
-  Tensor forward(const Tensor& hidden, const Tensor& additive_mask) const;
+  /// (B, T, hidden) -> (B, T, hidden), or (B, 1, hidden) for position 0 alone.
+  Tensor forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only = false) const;
   std::shared_ptr<nn::MultiHeadSelfAttention> self;
   std::shared_ptr<BertResidualOutput> output;
 };
@@ -54,8 +55,9 @@ class BertIntermediate : public nn::Module {
 class BertLayer : public nn::Module {
  public:
   explicit BertLayer(const BertConfig& config);
-  /// (B, T, hidden) -> (B, T, hidden)
-  Tensor forward(const Tensor& hidden, const Tensor& additive_mask) const;
+  /// (B, T, hidden) -> (B, T, hidden). first_position_only: the output at position 0 alone,
+  /// (B, 1, hidden), attending over every position but computing nothing else for the others.
+  Tensor forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only = false) const;
   std::shared_ptr<BertAttention> attention;
   std::shared_ptr<BertIntermediate> intermediate;
   std::shared_ptr<BertResidualOutput> output;
@@ -64,7 +66,9 @@ class BertLayer : public nn::Module {
 class BertEncoder : public nn::Module {
  public:
   explicit BertEncoder(const BertConfig& config);
-  Tensor forward(const Tensor& hidden, const Tensor& additive_mask) const;
+  /// (B, T, hidden) -> (B, T, hidden); with first_position_only the last layer computes
+  /// position 0 alone and the result is (B, 1, hidden).
+  Tensor forward(const Tensor& hidden, const Tensor& additive_mask, bool first_position_only = false) const;
   std::shared_ptr<nn::ModuleList<BertLayer>> layer;
   bool gradient_checkpointing = false;
 };
@@ -88,6 +92,14 @@ class BertModel : public nn::Module {
   /// input_ids (B, T) int64; attention_mask (B, T) of 1/0 and token_type_ids (B, T) optional.
   BertOutput forward(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                      const Tensor& token_type_ids = Tensor()) const;
+  /// forward(...).pooler_output alone, (B, hidden), for less work: the pooler reads position 0
+  /// of the last hidden state only, so the last encoder layer computes that position alone
+  /// (keys and values from every position; its query, attention output, LayerNorms and
+  /// feed-forward for position 0). That skips 5/6 of one layer's GEMMs. Equal to forward's
+  /// pooler output up to rounding, gradients included; with dropout on it draws fewer
+  /// random numbers than forward, so the masks differ. Needs the pooling layer.
+  Tensor pooled_output(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
+                       const Tensor& token_type_ids = Tensor()) const;
   /// Recompute each encoder layer's activations in backward instead of keeping them.
   void gradient_checkpointing_enable(bool on = true) { encoder->gradient_checkpointing = on; }
   /// BERT's initialization: N(0, initializer_range) weights, zero biases, unit LayerNorms.
@@ -97,6 +109,13 @@ class BertModel : public nn::Module {
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;  ///< null without a pooling layer
+
+ private:
+  struct Embedded {
+    Tensor hidden;         ///< (B, T, hidden), the embeddings' output
+    Tensor additive_mask;  ///< (B, 1, 1, T), undefined without an attention mask
+  };
+  Embedded embed(const Tensor& input_ids, const Tensor& attention_mask, const Tensor& token_type_ids) const;
 };
 
 struct SequenceClassifierOutput {
@@ -108,6 +127,7 @@ class BertForSequenceClassification : public nn::Module {
  public:
   explicit BertForSequenceClassification(const BertConfig& config);
   /// labels (B): class indices (int64), or targets (float) for regression (num_labels == 1).
+  /// The encoder runs through BertModel::pooled_output, the classifier reading position 0 only.
   SequenceClassifierOutput forward(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                                    const Tensor& token_type_ids = Tensor(), const Tensor& labels = Tensor()) const;
   void init_weights();

@@ -28,8 +28,10 @@ int64_t sum_bytes(const std::vector<SavedActivation>& list) {
 
 int64_t ActivationEstimate::per_layer_bytes() const { return sum_bytes(per_encoder_layer); }
 
+int64_t ActivationEstimate::last_layer_bytes() const { return sum_bytes(last_encoder_layer); }
+
 int64_t ActivationEstimate::total_bytes() const {
-  return sum_bytes(embeddings) + num_encoder_layers * per_layer_bytes() + sum_bytes(head);
+  return sum_bytes(embeddings) + (num_encoder_layers - 1) * per_layer_bytes() + last_layer_bytes() + sum_bytes(head);
 }
 
 ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_size, int64_t seq_len,
@@ -48,7 +50,7 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
   const bool hidden_dropout = c.hidden_dropout_prob > 0.0;
   const bool classifier_dropout = c.classifier_dropout.value_or(c.hidden_dropout_prob) > 0.0;
   // layer_norm saves its fp32 input (rows, cols) and the per-row mean and rstd.
-  const int64_t layer_norm_bytes = tokens * H * fp32 + 2 * tokens * fp32;
+  const int64_t embedding_layer_norm_bytes = tokens * H * fp32 + 2 * tokens * fp32;
 
   ActivationEstimate estimate;
   estimate.num_encoder_layers = c.num_hidden_layers;
@@ -56,11 +58,12 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
   auto& emb = estimate.embeddings;
   emb.push_back({"position ids (T) and token type ids (B, T), int64, saved by the embedding lookups",
                  T * int64 + tokens * int64});
-  emb.push_back({"embedding LayerNorm input (B, T, hidden) fp32 + mean/rstd (B*T) fp32", layer_norm_bytes});
+  emb.push_back({"embedding LayerNorm input (B, T, hidden) fp32 + mean/rstd (B*T) fp32", embedding_layer_norm_bytes});
   if (hidden_dropout) emb.push_back({"embedding dropout mask (B, T, hidden) bool", tokens * H * mask});
 
+  // Every layer but the last: query, key and value run as one Linear on their weights
+  // concatenated (nn/attention.cc).
   auto& layer = estimate.per_encoder_layer;
-  // query, key and value run as one Linear on their weights concatenated (nn/attention.cc).
   layer.push_back({std::string("stacked query/key/value dense input (B, T, hidden) ") +
                        (low_precision ? "16-bit cast of the layer input" : "fp32, the layer input"),
                    tokens * H * gemm});
@@ -75,33 +78,54 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
                    3 * tokens * H * fp32});
   layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
                    scores * fp32});
-  layer.push_back({"attention context (B, T, hidden) " + gemm_name + ", attention output dense input",
-                   tokens * H * gemm});
-  if (hidden_dropout) layer.push_back({"attention output dropout mask (B, T, hidden) bool", tokens * H * mask});
-  layer.push_back({"attention LayerNorm input (B, T, hidden) fp32 + mean/rstd", layer_norm_bytes});
-  layer.push_back({std::string("intermediate dense input (B, T, hidden) ") +
-                       (low_precision ? "16-bit cast" : "fp32, the LayerNorm output"),
-                   tokens * H * gemm});
-  if (c.hidden_act == "relu") {
-    layer.push_back({"ReLU output (B, T, intermediate) " + gemm_name + ", also the output dense input",
-                     tokens * I * gemm});
-  } else {
-    layer.push_back({"GELU derivative at its input (B, T, intermediate) " + gemm_name + ", from its forward",
-                     tokens * I * gemm});
-    layer.push_back({"GELU output (B, T, intermediate) " + gemm_name + ", output dense input", tokens * I * gemm});
-  }
-  if (hidden_dropout) layer.push_back({"output dropout mask (B, T, hidden) bool", tokens * H * mask});
-  layer.push_back({"output LayerNorm input (B, T, hidden) fp32 + mean/rstd", layer_norm_bytes});
 
-  auto& head = estimate.head;
+  // The last layer computes position 0 alone (BertModel::pooled_output): keys and values from
+  // the B * T rows, everything after the attention on B rows. Its projections are three Linears.
+  auto& last = estimate.last_encoder_layer;
   if (low_precision) {
-    head.push_back({"pooler dense input hidden[:, 0] cast to 16-bit (B, hidden)", B * H * gemm});
+    last.push_back({"key and value dense inputs: two 16-bit casts of the layer input (B, T, hidden)",
+                    2 * tokens * H * gemm});
+    last.push_back({"query dense input: the 16-bit cast of the layer input at position 0 (B, 1, hidden)",
+                    B * H * gemm});
   } else {
-    // linear saves the (B, hidden) view hidden[:, 0], which keeps its whole storage alive.
-    head.push_back({"pooler dense input hidden[:, 0]: a view that keeps the last layer's whole (B, T, hidden) fp32 "
-                    "output alive",
+    last.push_back({"query, key and value dense input (B, T, hidden) fp32, the layer input (the query reads a view "
+                    "of it)",
                     tokens * H * fp32});
   }
+  last.push_back({std::string("query (B, 1, hidden), key and value (B, T, hidden) dense outputs ") +
+                      (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention",
+                  (B + 2 * tokens) * H * fp32});
+  last.push_back({"attention probabilities (B, heads, 1, T) fp32 before dropout, saved by the fused attention",
+                  B * heads * T * fp32});
+
+  // What follows the attention, on `rows` rows: B * T, or B in the last layer.
+  auto add_after_attention = [&](std::vector<SavedActivation>& list, int64_t rows, const std::string& positions) {
+    const std::string shape = "(B, " + positions + ", hidden)", wide = "(B, " + positions + ", intermediate)";
+    const int64_t layer_norm_bytes = rows * H * fp32 + 2 * rows * fp32;
+    list.push_back({"attention context " + shape + " " + gemm_name + ", attention output dense input",
+                    rows * H * gemm});
+    if (hidden_dropout) list.push_back({"attention output dropout mask " + shape + " bool", rows * H * mask});
+    list.push_back({"attention LayerNorm input " + shape + " fp32 + mean/rstd", layer_norm_bytes});
+    list.push_back({"intermediate dense input " + shape + " " +
+                        (low_precision ? "16-bit cast" : "fp32, the LayerNorm output"),
+                    rows * H * gemm});
+    if (c.hidden_act == "relu") {
+      list.push_back({"ReLU output " + wide + " " + gemm_name + ", also the output dense input", rows * I * gemm});
+    } else {
+      list.push_back({"GELU derivative at its input " + wide + " " + gemm_name + ", from its forward",
+                      rows * I * gemm});
+      list.push_back({"GELU output " + wide + " " + gemm_name + ", output dense input", rows * I * gemm});
+    }
+    if (hidden_dropout) list.push_back({"output dropout mask " + shape + " bool", rows * H * mask});
+    list.push_back({"output LayerNorm input " + shape + " fp32 + mean/rstd", layer_norm_bytes});
+  };
+  add_after_attention(layer, tokens, "T");
+  add_after_attention(last, B, "1");
+
+  auto& head = estimate.head;
+  head.push_back({std::string("pooler dense input hidden[:, 0] (B, hidden) ") +
+                      (low_precision ? "16-bit cast" : "fp32, the last layer's output"),
+                  B * H * gemm});
   head.push_back({"pooler tanh output (B, hidden) " + gemm_name, B * H * gemm});
   if (classifier_dropout) {
     head.push_back({"classifier dropout mask (B, hidden) bool", B * H * mask});

@@ -29,10 +29,12 @@ struct SavedActivation {
 
 struct ActivationEstimate {
   std::vector<SavedActivation> embeddings;
-  std::vector<SavedActivation> per_encoder_layer;  ///< kept once per layer
+  std::vector<SavedActivation> per_encoder_layer;   ///< kept once per layer but the last
+  std::vector<SavedActivation> last_encoder_layer;  ///< the last layer, which computes position 0 alone
   int64_t num_encoder_layers = 0;
   std::vector<SavedActivation> head;  ///< pooler, classifier and loss
   int64_t per_layer_bytes() const;
+  int64_t last_layer_bytes() const;
   int64_t total_bytes() const;
 };
 

@@ -49,23 +49,36 @@ bool MultiHeadSelfAttention::fuses_projections(const Tensor& x) const {
   return !records || packed_self_attention_fuses(x.device(), x.dtype());
 }
 
+Tensor MultiHeadSelfAttention::split_heads(const Tensor& t) const {  // (B, T, hidden) -> (B, heads, T, head_dim)
+  return t.view({t.size(0), t.size(1), num_heads, head_dim}).transpose(1, 2);
+}
+
+Tensor MultiHeadSelfAttention::merge_heads(const Tensor& context) const {  // (B, heads, T, head_dim) -> (B, T, hidden)
+  return context.transpose(1, 2).reshape({context.size(0), context.size(2), hidden_size});
+}
+
 Tensor MultiHeadSelfAttention::forward(const Tensor& x, const Tensor& additive_mask) const {
-  const int64_t B = x.size(0), T = x.size(1);
-  Tensor context;  // (B, heads, T, head_dim)
   if (fuses_projections(x)) {
     Tensor weight = cat({query->weight, key->weight, value->weight}, 0);  // (3 * hidden, hidden)
     Tensor bias = cat({query->bias, key->bias, value->bias}, 0);           // (3 * hidden)
     Tensor qkv = linear(x, weight, bias);                                  // (B, T, 3 * hidden)
-    context = packed_self_attention(qkv, num_heads, additive_mask, attention_dropout, is_training());
-  } else {
-    auto split_heads = [&](const Tensor& t) {  // (B, T, hidden) -> (B, heads, T, head_dim)
-      return t.view({B, T, num_heads, head_dim}).transpose(1, 2);
-    };
-    context = accel::scaled_dot_product_attention(split_heads(query->forward(x)), split_heads(key->forward(x)),
-                                                  split_heads(value->forward(x)), additive_mask, attention_dropout,
-                                                  is_training());
+    return merge_heads(packed_self_attention(qkv, num_heads, additive_mask, attention_dropout, is_training()));
   }
-  return context.transpose(1, 2).reshape({B, T, hidden_size});  // merge heads
+  return forward_leading(x, additive_mask, x.size(1));
+}
+
+// Keys and values come from every position, queries from the leading ones alone: the query
+// projection and the attention's work shrink by T / positions, and the rest of the layer
+// (output dense, LayerNorms, feed-forward) runs on those positions only.
+Tensor MultiHeadSelfAttention::forward_leading(const Tensor& x, const Tensor& additive_mask, int64_t positions) const {
+  ACCEL_CHECK(x.dim() == 3 && positions >= 1 && positions <= x.size(1), "MultiHeadSelfAttention: expected x of shape "
+              "(batch, seq, hidden) and 1 <= query positions <= seq, got x of shape ", x.shape_string(), " and ",
+              positions, " query positions");
+  Tensor queries = positions == x.size(1) ? x : x.slice(1, 0, positions);  // (B, positions, hidden)
+  Tensor context = accel::scaled_dot_product_attention(split_heads(query->forward(queries)),
+                                                       split_heads(key->forward(x)), split_heads(value->forward(x)),
+                                                       additive_mask, attention_dropout, is_training());
+  return merge_heads(context);  // (B, positions, hidden)
 }
 
 }  // namespace accel::nn

@@ -20,6 +20,10 @@ class MultiHeadSelfAttention : public Module {
   MultiHeadSelfAttention(int64_t hidden_size, int64_t num_heads, double attention_dropout = 0.0);
   /// x (B, T, hidden), additive_mask (B, 1, 1, T) or undefined -> context (B, T, hidden)
   Tensor forward(const Tensor& x, const Tensor& additive_mask) const;
+  /// The attention of x's first `positions` positions over all of x's: x (B, T, hidden) ->
+  /// context (B, positions, hidden), forward(x, additive_mask)[:, :positions] for less work.
+  /// With dropout it draws fewer numbers than forward, so its masks are not forward's.
+  Tensor forward_leading(const Tensor& x, const Tensor& additive_mask, int64_t positions) const;
   /// Whether forward(x) runs query, key and value as one GEMM: no hooks on them, biases, and
   /// either nothing to record or a fused attention kernel for x's device to record with.
   bool fuses_projections(const Tensor& x) const;
@@ -27,6 +31,10 @@ class MultiHeadSelfAttention : public Module {
   int64_t hidden_size, num_heads, head_dim;
   double attention_dropout;
   std::shared_ptr<Linear> query, key, value;
+
+ private:
+  Tensor split_heads(const Tensor& t) const;
+  Tensor merge_heads(const Tensor& context) const;
 };
 
 }  // namespace accel::nn

@@ -74,9 +74,12 @@ void print_activations(const models::ActivationEstimate& estimate, const Estimat
             << (args.dtype == "fp32" ? "fp32" : args.dtype + " autocast") << ", dropout as in the config:\n";
   std::cout << "  embeddings\n";
   list(estimate.embeddings);
-  std::cout << "  each encoder layer (" << human_bytes(estimate.per_layer_bytes()) << " x "
-            << estimate.num_encoder_layers << " layers)\n";
+  std::cout << "  each encoder layer but the last (" << human_bytes(estimate.per_layer_bytes()) << " x "
+            << estimate.num_encoder_layers - 1 << " layers)\n";
   list(estimate.per_encoder_layer);
+  std::cout << "  the last encoder layer, which computes position 0 alone for the pooler ("
+            << human_bytes(estimate.last_layer_bytes()) << ")\n";
+  list(estimate.last_encoder_layer);
   std::cout << "  pooler, classifier and loss\n";
   list(estimate.head);
   std::cout << "  total activations: " << human_bytes(estimate.total_bytes()) << " (" << with_commas(estimate.total_bytes())

@@ -266,6 +266,48 @@ void expect_checkpointing_matches_plain(double dropout) {
 TEST(BertGradientCheckpointing, MatchesPlainPathWithoutDropout) { expect_checkpointing_matches_plain(0.0); }
 TEST(BertGradientCheckpointing, MatchesPlainPathWithDropout) { expect_checkpointing_matches_plain(0.1); }
 
+// pooled_output computes the last layer at position 0 alone; in float64 it must give the
+// pooler output and every parameter's gradient of forward's full computation, with padding
+// in the mask, with and without gradient checkpointing, and for more than one layer.
+void expect_pooled_output_matches_forward(bool checkpointing, int64_t layers) {
+  Golden golden = load_golden("tiny");
+  BertConfig config = BertConfig::from_file(kTinyDir + "/config.json");
+  config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0;  // the two paths draw differently
+  config.num_hidden_layers = layers;
+  manual_seed(11);
+  BertModel model(config);
+  model.to(kFloat64);
+  model.train();
+  model.gradient_checkpointing_enable(checkpointing);
+  const Tensor& ids = at(golden, "input_ids");
+  Tensor mask = at(golden, "attention_mask").clone();
+  mask.select(0, 0).slice(0, mask.size(1) - 3, mask.size(1)).zero_();  // padding at the end of row 0
+  const Tensor& types = at(golden, "token_type_ids");
+  Tensor weight = randn({ids.size(0), config.hidden_size}, kFloat64);  // loss = sum(pooled * weight)
+  auto run = [&](bool pooled_only) {
+    model.zero_grad();
+    Tensor pooled = pooled_only ? model.pooled_output(ids, mask, types) : model.forward(ids, mask, types).pooler_output;
+    (pooled * weight).sum().backward();
+    std::map<std::string, Tensor> grads;
+    for (auto& [name, param] : model.named_parameters()) grads[name] = param.grad().clone();
+    return std::pair{pooled.detach(), grads};
+  };
+  auto [full, full_grads] = run(false);
+  auto [pooled, pooled_grads] = run(true);
+  ASSERT_EQ(pooled.sizes(), (Shape{ids.size(0), config.hidden_size}));
+  EXPECT_TRUE(tensors_close(pooled, full, 1e-12, 1e-14));
+  for (auto& [name, grad] : full_grads) {
+    ASSERT_TRUE(pooled_grads.at(name).defined()) << name << " got no gradient";
+    EXPECT_TRUE(tensors_close(pooled_grads.at(name), grad, 1e-10, 1e-14)) << "gradient of " << name;
+  }
+}
+
+TEST(BertPooledOutput, EqualsForwardsPoolerOutputAndGradientsInFloat64) {
+  expect_pooled_output_matches_forward(false, 2);
+}
+TEST(BertPooledOutput, EqualsForwardWithGradientCheckpointing) { expect_pooled_output_matches_forward(true, 2); }
+TEST(BertPooledOutput, EqualsForwardWithOneLayer) { expect_pooled_output_matches_forward(false, 1); }
+
 // The shared fixture: a BertModel checkpoint without a pooler.
 TEST(BertPretrained, SharedTinyBertLoadsAndRuns) {
   auto model = bert_from_pretrained(kSharedTinyBert, quiet());
@@ -297,6 +339,12 @@ std::string error_of(F&& f) {
     return e.what();
   }
   return "(no error)";
+}
+
+TEST(BertPooledOutput, NeedsAPoolingLayer) {
+  BertModel model(BertConfig::from_file(kTinyDir + "/config.json"), /*add_pooling_layer=*/false);
+  Tensor ids = from_vector<int64_t>({2, 45, 67, 3}, {1, 4});
+  EXPECT_THAT(error_of([&] { model.pooled_output(ids); }), HasSubstr("without a pooling layer"));
 }
 
 TEST(BertPretrainedErrors, MissingDirectory) {
