@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backends/cpu/float_chunks.h"
 #include "backends/cpu/loops.h"
 #include "backends/cpu/vec_math.h"
 #include "core/kernels.h"
@@ -68,42 +69,6 @@ void unary_typed(UnaryOp op, const Tensor& in, const Tensor& out) {
     return run([](M x) { return x > M(0) ? x : M(0); });
   }
   ACCEL_FAIL("unary: op ", int(op), " has no kernel for dtype ", dtype_name(in.dtype()), " on cpu");
-}
-
-// The vectorized paths below work on chunks of floats. For float32 a chunk is the tensor's own
-// memory; for the 16-bit floats it is converted into a buffer on load and rounded once on store,
-// as every other 16-bit kernel computes in float and rounds once.
-constexpr int64_t kFloatChunk = 512;
-
-bool is_chunkable_float(DType dtype) { return dtype == kFloat32 || dtype == kBFloat16 || dtype == kFloat16; }
-
-// Elements [start, start + n) of a contiguous float tensor as floats (in `buffer` unless float32).
-template <typename T>
-const float* load_chunk_as(const Tensor& t, int64_t start, int64_t n, float* buffer) {
-  const T* from = t.data_ptr<T>() + start;
-  for (int64_t i = 0; i < n; ++i) buffer[i] = float(from[i]);
-  return buffer;
-}
-const float* load_chunk(const Tensor& t, int64_t start, int64_t n, float* buffer) {
-  switch (t.dtype()) {
-    case kBFloat16: return load_chunk_as<BFloat16>(t, start, n, buffer);
-    case kFloat16: return load_chunk_as<Half>(t, start, n, buffer);
-    default: return t.data_ptr<float>() + start;
-  }
-}
-// Where to compute a chunk of `t`'s elements: its own memory for float32, else `buffer`, which
-// store_chunk then rounds into `t`.
-float* chunk_target(const Tensor& t, int64_t start, float* buffer) {
-  return t.dtype() == kFloat32 ? t.data_ptr<float>() + start : buffer;
-}
-void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* values) {
-  if (t.dtype() == kBFloat16) {
-    BFloat16* to = t.data_ptr<BFloat16>() + start;
-    for (int64_t i = 0; i < n; ++i) to[i] = BFloat16(values[i]);
-  } else if (t.dtype() == kFloat16) {
-    Half* to = t.data_ptr<Half>() + start;
-    for (int64_t i = 0; i < n; ++i) to[i] = Half(values[i]);
-  }
 }
 
 // GELU over n floats: y = x * cdf(x); dydx, where not null, receives gelu'(x) = cdf(x) + x * pdf(x)

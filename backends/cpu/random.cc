@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/float_chunks.h"
 #include "backends/cpu/philox.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
@@ -67,51 +68,87 @@ void random_kernel(const Tensor& dst, RandomKind kind, uint64_t seed, uint64_t o
   });
 }
 
+// Float32 and float64 run the select on their own memory; the 16-bit floats run it on float
+// chunks (float_chunks.h), so that their loops vectorize as float32's do.
 void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
-  visit_floating(x.dtype(), "dropout", "cpu", [&]<typename T>() {
-    using M = opmath_t<T>;
-    const T* in = x.data_ptr<T>();
-    T* o = out.data_ptr<T>();
-    bool* keep = mask.data_ptr<bool>();
-    const uint32_t threshold = philox_threshold(static_cast<float>(p));
-    const M scale = static_cast<M>(1.0 / (1.0 - p));
-    const int64_t n = x.numel();
+  bool* keep = mask.data_ptr<bool>();
+  const uint32_t threshold = philox_threshold(static_cast<float>(p));
+  const int64_t n = x.numel();
+  // Element i takes word i of the stream: a batch of blocks is one straight run of elements, a
+  // loop without per-lane bounds checks that the compiler vectorizes. x is read
+  // unconditionally, so the select vectorizes.
+  auto select = [threshold]<typename M>(const uint32_t* w, const M* x_run, M scale, int64_t count, bool* keep_run,
+                                        M* o_run) {
+    for (int64_t e = 0; e < count; ++e) {
+      const bool k = (w[e] >> 8) >= threshold;
+      const M scaled = x_run[e] * scale;
+      keep_run[e] = k;
+      o_run[e] = k ? scaled : M(0);
+    }
+  };
+  auto for_each_run = [&](const auto& run) {
     parallel_for((n + 3) / 4, 4096, [&](int64_t block_begin, int64_t block_end) {
-      // Element i takes word i of the stream: a batch of blocks is one straight run of elements,
-      // a loop without per-lane bounds checks that the compiler vectorizes.
       for_each_batch(seed, offset, block_begin, block_end, [&](int64_t j0, int64_t blocks, const uint32_t* w) {
-        const int64_t first = 4 * j0, count = std::min(4 * blocks, n - first);
-        const T* x_run = in + first;
-        T* o_run = o + first;
-        bool* keep_run = keep + first;
-        for (int64_t e = 0; e < count; ++e) {
-          const bool k = (w[e] >> 8) >= threshold;
-          const T scaled = T(M(x_run[e]) * scale);  // read unconditionally, so the select vectorizes
-          keep_run[e] = k;
-          o_run[e] = k ? scaled : T(M(0));
-        }
+        const int64_t first = 4 * j0;
+        run(w, first, std::min(4 * blocks, n - first));
       });
     });
+  };
+  auto in_place = [&]<typename T>() {
+    const T* in = x.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    const T scale = static_cast<T>(1.0 / (1.0 - p));
+    for_each_run([&](const uint32_t* w, int64_t first, int64_t count) {
+      select(w, in + first, scale, count, keep + first, o + first);
+    });
+  };
+  if (x.dtype() == kFloat64) return in_place.template operator()<double>();
+  if (x.dtype() == kFloat32) return in_place.template operator()<float>();
+  ACCEL_CHECK(is_chunkable_float(x.dtype()), "dropout: no cpu kernel for dtype ", dtype_name(x.dtype()));
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  for_each_run([&](const uint32_t* w, int64_t first, int64_t count) {
+    float x_buffer[kFloatChunk], o_buffer[kFloatChunk];
+    for (int64_t c = 0; c < count; c += kFloatChunk) {
+      const int64_t m = std::min(kFloatChunk, count - c), at = first + c;
+      float* o = chunk_target(out, at, o_buffer);
+      select(w + c, load_chunk(x, at, m, x_buffer), scale, m, keep + at, o);
+      store_chunk(out, at, m, o);
+    }
   });
 }
 
 void dropout_backward_kernel(const Tensor& grad, const Tensor& mask, double scale, const Tensor& grad_in) {
-  visit_floating(grad.dtype(), "dropout_backward", "cpu", [&]<typename T>() {
-    using M = opmath_t<T>;
+  // The mask's bytes as integers: a bool load carries a 0-or-1 guarantee that stops the
+  // compiler from vectorizing the select. Every gradient is read and scaled, then selected: a
+  // loop without a conditional load, which the compiler vectorizes.
+  const auto* keep = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
+  auto select = []<typename M>(const M* g, const uint8_t* keep_run, M s, int64_t count, M* o) {
+    for (int64_t i = 0; i < count; ++i) {
+      const M scaled = g[i] * s;
+      o[i] = keep_run[i] != 0 ? scaled : M(0);
+    }
+  };
+  auto in_place = [&]<typename T>() {
     const T* g = grad.data_ptr<T>();
-    // The mask's bytes as integers: a bool load carries a 0-or-1 guarantee that stops the
-    // compiler from vectorizing the select.
-    const auto* keep = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
     T* o = grad_in.data_ptr<T>();
-    const M s = static_cast<M>(scale);
+    const T s = static_cast<T>(scale);
     parallel_for(grad.numel(), 32768, [&](int64_t begin, int64_t end) {
-      // Every gradient is read and scaled, then selected: a loop without a conditional load,
-      // which the compiler vectorizes.
-      for (int64_t i = begin; i < end; ++i) {
-        const T scaled = T(M(g[i]) * s);
-        o[i] = keep[i] != 0 ? scaled : T(M(0));
-      }
+      select(g + begin, keep + begin, s, end - begin, o + begin);
     });
+  };
+  if (grad.dtype() == kFloat64) return in_place.template operator()<double>();
+  if (grad.dtype() == kFloat32) return in_place.template operator()<float>();
+  ACCEL_CHECK(is_chunkable_float(grad.dtype()), "dropout_backward: no cpu kernel for dtype ",
+              dtype_name(grad.dtype()));
+  const float s = static_cast<float>(scale);
+  parallel_for(grad.numel(), 32768, [&](int64_t begin, int64_t end) {
+    float g_buffer[kFloatChunk], o_buffer[kFloatChunk];
+    for (int64_t at = begin; at < end; at += kFloatChunk) {
+      const int64_t m = std::min(kFloatChunk, end - at);
+      float* o = chunk_target(grad_in, at, o_buffer);
+      select(load_chunk(grad, at, m, g_buffer), keep + at, s, m, o);
+      store_chunk(grad_in, at, m, o);
+    }
   });
 }
 

@@ -201,6 +201,39 @@ TEST(Random, StreamIsDocumentedAndReproducible) {
   EXPECT_EQ(amax(k).item<int64_t>(), 6);
 }
 
+// Dropout draws the same mask in every float dtype (element i keeps by word i of the stream),
+// and the 16-bit kernels, which compute in float chunks, give float32's results rounded once:
+// forward and backward, over more elements than one batch of Philox blocks and one chunk, with a
+// tail that fills neither.
+TEST(Random, DropoutIsTheSameDrawAndValueInEveryFloatDtype) {
+  constexpr int64_t n = 3 * 2048 + 517;
+  constexpr double p = 0.3;
+  Generator inputs(21);
+  const Tensor x32 = randn({n}, kFloat32, &inputs), g32 = randn({n}, kFloat32, &inputs);
+  // dropout(x) and its input gradient for the gradient g, in x's dtype, from seed 5.
+  auto run = [&](const Tensor& x_values, const Tensor& g) {
+    Tensor x = x_values.clone().requires_grad_(true);
+    Generator gen(5);
+    Tensor y = dropout(x, p, true, &gen);
+    y.backward(g);
+    return std::pair{y.detach(), x.grad()};
+  };
+  auto kept = [](const Tensor& y) { return ne(y, zeros_like(y)); };
+  const auto [y32, dx32] = run(x32, g32);
+  const auto [y64, dx64] = run(x32.to(kFloat64), g32.to(kFloat64));
+  EXPECT_TRUE(equal(kept(y64), kept(y32))) << "float64 drew another mask";
+  const double kept_share = kept(y32).to(kFloat64).mean().item<double>();
+  EXPECT_NEAR(kept_share, 1 - p, 0.02);
+  for (DType dtype : {kBFloat16, kFloat16}) {
+    // Inputs exact in the 16-bit type: float32 on them computes what the 16-bit kernel rounds.
+    const Tensor x16 = x32.to(dtype), g16 = g32.to(dtype);
+    const auto [expected_y, expected_dx] = run(x16.to(kFloat32), g16.to(kFloat32));
+    const auto [y, dx] = run(x16, g16);
+    EXPECT_TRUE(equal(y, expected_y.to(dtype))) << dtype_name(dtype) << " forward";
+    EXPECT_TRUE(equal(dx, expected_dx.to(dtype))) << dtype_name(dtype) << " backward";
+  }
+}
+
 TEST(Ops, ReductionsAndIndices) {
   Tensor x = from_vector<float>({3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8}, {3, 4});
   EXPECT_EQ(x.sum({1}).to_vector<float>(), (std::vector<float>{9, 22, 21}));
