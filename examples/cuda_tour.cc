@@ -88,6 +88,7 @@ SlotRow row(const KernelSlot<Fn>& slot, const char* file, const char* instead = 
 bool write_slot_diagram(const std::string& path) {
   const std::vector<SlotRow> rows = {
       row(kernels::unary, "pointwise.cu"), row(kernels::binary, "pointwise.cu"),
+      row(kernels::gelu_with_derivative, "pointwise.cu"), row(kernels::mul_column_sum, "reduce.cu"),
       row(kernels::add_scaled, "pointwise.cu"), row(kernels::where, "pointwise.cu"),
       row(kernels::clamp, "pointwise.cu"), row(kernels::copy, "copy.cu"), row(kernels::fill, "copy.cu"),
       row(kernels::arange, "copy.cu"), row(kernels::reduce, "reduce.cu"), row(kernels::matmul, "matmul.cu"),

@@ -1,5 +1,5 @@
 // CUDA pointwise kernels: unary math, binary math and comparisons (with the fused backward
-// helpers), add with a scale, where, clamp. The op is a runtime switch inside one functor
+// helpers), GELU's training forward with its derivative, add with a scale, where, clamp. The op is a runtime switch inside one functor
 // per dtype, which keeps the number of kernel instantiations (and nvcc's time) small.
 // 16-bit floats compute in float and round once when stored, as on the CPU.
 #include "backends/cuda/elementwise.cuh"
@@ -163,6 +163,55 @@ struct AddScaledFunctor {
   __device__ T operator()(T a, T b) const { return store_compute<T>(load_compute(a) + scale * load_compute(b)); }
 };
 
+// GELU's training forward (kernels::GeluWithDerivativeFn): gelu(x) and gelu'(x) with the
+// functions of the unary and GeluBackward paths, so the backward's grad * gelu'(x) is the
+// product GeluBackward computed (16-bit floats round gelu'(x) once more, as on the CPU).
+template <typename T>
+struct GeluFunctor {
+  bool tanh_form, derivative;
+  __device__ T operator()(T value) const {
+    const compute_t<T> x = load_compute(value);
+    if (derivative) return store_compute<T>(tanh_form ? gelu_tanh_grad(x) : gelu_exact_grad(x));
+    return store_compute<T>(tanh_form ? gelu_tanh(x) : gelu_exact(x));
+  }
+};
+
+// Contiguous x (rows, cols), or any contiguous x without a bias (cols = numel): both outputs in
+// one pass, bias[col] added to x first in the compute type, as the CPU adds it in float.
+template <typename T>
+__global__ void gelu_with_derivative_contiguous(int64_t n, int64_t cols, bool tanh_form, const T* x, const T* bias,
+                                                T* out, T* derivative) {
+  using C = compute_t<T>;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    C v = load_compute(x[i]);
+    if (bias != nullptr) v += load_compute(bias[i % cols]);
+    out[i] = store_compute<T>(tanh_form ? gelu_tanh(v) : gelu_exact(v));
+    derivative[i] = store_compute<T>(tanh_form ? gelu_tanh_grad(v) : gelu_exact_grad(v));
+  }
+}
+
+void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_form, const Tensor& out,
+                                 const Tensor& derivative) {
+  ACCEL_CHECK(!bias.defined() || (x.dim() == 2 && x.is_contiguous() && bias.dim() == 1 && bias.size(0) == x.size(1) &&
+                                  bias.is_contiguous() && bias.dtype() == x.dtype()),
+              "gelu_with_derivative: a bias takes a contiguous (rows, cols) input and a (cols) bias of its dtype, got ",
+              x.shape_string(), " ", dtype_name(x.dtype()), " and ", bias.shape_string(), " ", dtype_name(bias.dtype()));
+  visit_floating_device(x.dtype(), "gelu_with_derivative", [&]<typename T>() {
+    if (x.is_contiguous() && out.is_contiguous() && derivative.is_contiguous()) {
+      const int64_t n = x.numel();
+      if (n == 0) return;
+      KernelContext context(x);
+      gelu_with_derivative_contiguous<T><<<grid_for(n), kBlockSize, 0, context.stream>>>(
+          n, bias.defined() ? x.size(1) : n, tanh_form, device_ptr<const T>(x),
+          bias.defined() ? device_ptr<const T>(bias) : nullptr, device_ptr<T>(out), device_ptr<T>(derivative));
+      ACCEL_CUDA_CHECK_LAUNCH();
+      return;
+    }
+    launch_elementwise<T, T>(out, GeluFunctor<T>{tanh_form, false}, {&x});
+    launch_elementwise<T, T>(derivative, GeluFunctor<T>{tanh_form, true}, {&x});
+  });
+}
+
 void add_scaled_kernel(const Tensor& a, const Tensor& b, double alpha, const Tensor& out) {
   visit_numeric_device(a.dtype(), "add", [&]<typename T>() {
     launch_elementwise<T, T, T>(out, AddScaledFunctor<T>{static_cast<compute_t<T>>(alpha)}, {&a, &b});
@@ -206,6 +255,7 @@ void clamp_kernel(const Tensor& in, std::optional<double> min, std::optional<dou
 
 ACCEL_REGISTER_KERNEL(unary, DeviceType::CUDA, unary_kernel);
 ACCEL_REGISTER_KERNEL(binary, DeviceType::CUDA, binary_kernel);
+ACCEL_REGISTER_KERNEL(gelu_with_derivative, DeviceType::CUDA, gelu_with_derivative_kernel);
 ACCEL_REGISTER_KERNEL(add_scaled, DeviceType::CUDA, add_scaled_kernel);
 ACCEL_REGISTER_KERNEL(where, DeviceType::CUDA, where_kernel);
 ACCEL_REGISTER_KERNEL(clamp, DeviceType::CUDA, clamp_kernel);

@@ -2,7 +2,9 @@
 // var. One block reduces one output element (a grid-stride loop over outputs), its threads
 // striding over the reduced sub-space, combined with warp shuffles. Floating sums accumulate
 // in double and integer sums in int64, as on the CPU; max/min follow the CPU's rules exactly
-// (the first NaN wins, else the first occurrence of the best value), so indices agree.
+// (the first NaN wins, else the first occurrence of the best value), so indices agree. Also the
+// fused multiply and column sum of linear_gelu's backward.
+#include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/device_utils.cuh"
@@ -143,8 +145,70 @@ void reduce_kernel(ReduceOp op, const Tensor& in, const Shape& dims, const Tenso
   });
 }
 
+// out = a * b with out's column sums (kernels::MulColumnSumFn, linear_gelu's backward): a
+// thread per column of a block of kRowBlock rows writes the products, coalesced along the row,
+// and their sum in double into its block's partial; a second kernel adds each column's partials
+// in block order. The same blocks as the CPU's, so the result does not depend on the launch.
+constexpr int64_t kRowBlock = 64;
+
+template <typename T>
+__global__ void mul_column_partials(int64_t rows, int64_t cols, int64_t row_blocks, const T* a, const T* b, T* out,
+                                    double* partial) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t block = blockIdx.y; block < row_blocks; block += gridDim.y) {
+    const int64_t end = (block + 1) * kRowBlock < rows ? (block + 1) * kRowBlock : rows;
+    double sum = 0;
+    for (int64_t r = block * kRowBlock; r < end; ++r) {
+      const T product = store_compute<T>(load_compute(a[r * cols + c]) * load_compute(b[r * cols + c]));
+      out[r * cols + c] = product;
+      sum += static_cast<double>(load_compute(product));
+    }
+    partial[block * cols + c] = sum;
+  }
+}
+
+template <typename T>
+__global__ void sum_column_partials(int64_t cols, int64_t row_blocks, const double* partial, T* column_sum) {
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    double total = 0;
+    for (int64_t block = 0; block < row_blocks; ++block) total += partial[block * cols + c];
+    column_sum[c] = store_compute<T>(total);
+  }
+}
+
+void mul_column_sum_kernel(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& column_sum) {
+  ACCEL_CHECK(a.dim() == 2 && a.is_contiguous() && b.is_contiguous() && out.is_contiguous() && a.sizes() == b.sizes() &&
+                  column_sum.dim() == 1 && column_sum.size(0) == a.size(1),
+              "mul_column_sum: expected contiguous (rows, cols) operands and a (cols) sum, got ", a.shape_string(), ", ",
+              b.shape_string(), " and ", column_sum.shape_string());
+  const int64_t rows = a.size(0), cols = a.size(1), row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+  if (cols == 0) return;
+  visit_floating_device(a.dtype(), "mul_column_sum", [&]<typename T>() {
+    KernelContext context(a);
+    if (rows == 0) {
+      sum_column_partials<T><<<grid_for(cols), kBlockSize, 0, context.stream>>>(cols, 0, nullptr,
+                                                                               device_ptr<T>(column_sum));
+      ACCEL_CUDA_CHECK_LAUNCH();
+      return;
+    }
+    const Tensor partial = Tensor::empty({row_blocks, cols}, kFloat64, a.device());
+    const dim3 grid(static_cast<unsigned>((cols + kBlockSize - 1) / kBlockSize),
+                    static_cast<unsigned>(std::min<int64_t>(row_blocks, 65535)));
+    mul_column_partials<T><<<grid, kBlockSize, 0, context.stream>>>(rows, cols, row_blocks, device_ptr<const T>(a),
+                                                                    device_ptr<const T>(b), device_ptr<T>(out),
+                                                                    device_ptr<double>(partial));
+    ACCEL_CUDA_CHECK_LAUNCH();
+    sum_column_partials<T><<<grid_for(cols), kBlockSize, 0, context.stream>>>(cols, row_blocks,
+                                                                             device_ptr<const double>(partial),
+                                                                             device_ptr<T>(column_sum));
+    ACCEL_CUDA_CHECK_LAUNCH();
+  });
+}
+
 }  // namespace
 
 ACCEL_REGISTER_KERNEL(reduce, DeviceType::CUDA, reduce_kernel);
+ACCEL_REGISTER_KERNEL(mul_column_sum, DeviceType::CUDA, mul_column_sum_kernel);
 
 }  // namespace accel::cuda
