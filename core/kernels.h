@@ -89,6 +89,13 @@ using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const 
 /// The attention kernels take float32 only (the op casts to it under autocast). Each backend's
 /// kernel calls this first, so that a direct caller of the slot gets an error, not garbage.
 void check_attention_float32(const char* op, std::initializer_list<const Tensor*> tensors);
+/// The packed projection of packed_self_attention and its backward: qkv (B, T, 3 * heads * D)
+/// holds query, key and value side by side in each row; which = 0, 1, 2 gives that one as a
+/// (B, heads, T, D) view, unit stride on D.
+inline Tensor packed_attention_head(const Tensor& qkv, int64_t heads, int64_t which) {
+  const int64_t B = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / (3 * heads);
+  return qkv.view({B, T, 3, heads, D}).select(2, which).transpose(1, 2);
+}
 /// Softmax over dim of a contiguous tensor; log selects log_softmax.
 using SoftmaxFn = void(const Tensor& in, int64_t dim, bool log, const Tensor& out);
 /// grad_in = softmax backward from the forward output `out` and grad `grad`.

@@ -4,6 +4,9 @@
 // Contiguous tensors only.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -44,6 +47,24 @@ inline void store_chunk(const Tensor& t, int64_t start, int64_t n, const float* 
   } else if (t.dtype() == kFloat16) {
     Half* to = t.data_ptr<Half>() + start;
     for (int64_t i = 0; i < n; ++i) to[i] = Half(values[i]);
+  }
+}
+
+/// Runs fn(start, n, in, out) over [begin, end) of contiguous float tensors in chunks of at most
+/// kFloatChunk elements: in[i] holds elements [start, start + n) of inputs[i] as floats, and
+/// out[o] is where fn writes those of outputs[o] (rounded into 16-bit outputs afterwards).
+template <size_t kIn, size_t kOut, typename F>
+void for_each_float_chunk(int64_t begin, int64_t end, const std::array<const Tensor*, kIn>& inputs,
+                          const std::array<const Tensor*, kOut>& outputs, const F& fn) {
+  float in_buffers[kIn][kFloatChunk], out_buffers[kOut][kFloatChunk];
+  std::array<const float*, kIn> in;
+  std::array<float*, kOut> out;
+  for (int64_t start = begin; start < end; start += kFloatChunk) {
+    const int64_t n = std::min(kFloatChunk, end - start);
+    for (size_t i = 0; i < kIn; ++i) in[i] = load_chunk(*inputs[i], start, n, in_buffers[i]);
+    for (size_t o = 0; o < kOut; ++o) out[o] = chunk_target(*outputs[o], start, out_buffers[o]);
+    fn(start, n, in, out);
+    for (size_t o = 0; o < kOut; ++o) store_chunk(*outputs[o], start, n, out[o]);
   }
 }
 

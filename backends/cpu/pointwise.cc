@@ -140,11 +140,10 @@ bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
     return false;
   }
   parallel_for(in.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    float t[kFloatChunk], x_buffer[kFloatChunk], y_buffer[kFloatChunk];
-    for (int64_t start = begin; start < end; start += kFloatChunk) {
-      const int64_t n = std::min(kFloatChunk, end - start);
-      const float* xs = load_chunk(in, start, n, x_buffer);
-      float* ys = chunk_target(out, start, y_buffer);
+    float t[kFloatChunk];
+    for_each_float_chunk<1, 1>(begin, end, {&in}, {&out}, [&](int64_t, int64_t n, const auto& x, const auto& y) {
+      const float* xs = x[0];
+      float* ys = y[0];
       switch (op) {
         case UnaryOp::Exp: vec::exp(xs, ys, n); break;
         case UnaryOp::Tanh: vec::tanh(xs, ys, n); break;
@@ -157,8 +156,7 @@ bool unary_float_fast(UnaryOp op, const Tensor& in, const Tensor& out) {
         case UnaryOp::Gelu: gelu_chunk(xs, ys, nullptr, n); break;
         default: gelu_tanh_chunk(xs, ys, nullptr, n); break;  // GeluTanh
       }
-      store_chunk(out, start, n, ys);
-    }
+    });
   });
   return true;
 }
@@ -172,16 +170,13 @@ bool gelu_backward_float_fast(BinaryOp op, const Tensor& grad, const Tensor& x, 
   }
   const bool tanh_form = op == BinaryOp::GeluTanhBackward;
   parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    float y[kFloatChunk], dydx[kFloatChunk], g_buffer[kFloatChunk], x_buffer[kFloatChunk], o_buffer[kFloatChunk];
-    for (int64_t start = begin; start < end; start += kFloatChunk) {
-      const int64_t n = std::min(kFloatChunk, end - start);
-      const float* xs = load_chunk(x, start, n, x_buffer);
-      const float* g = load_chunk(grad, start, n, g_buffer);
-      float* o = chunk_target(out, start, o_buffer);
-      gelu_form_chunk(tanh_form, xs, y, dydx, n);
-      for (int64_t i = 0; i < n; ++i) o[i] = g[i] * dydx[i];
-      store_chunk(out, start, n, o);
-    }
+    float y[kFloatChunk], dydx[kFloatChunk];
+    for_each_float_chunk<2, 1>(begin, end, {&x, &grad}, {&out}, [&](int64_t, int64_t n, const auto& in, const auto& o) {
+      gelu_form_chunk(tanh_form, in[0], y, dydx, n);
+      const float* g = in[1];
+      float* result = o[0];
+      for (int64_t i = 0; i < n; ++i) result[i] = g[i] * dydx[i];
+    });
   });
   return true;
 }
@@ -215,16 +210,10 @@ void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_
   }
   if (is_chunkable_float(x.dtype()) && x.is_contiguous() && out.is_contiguous() && derivative.is_contiguous()) {
     parallel_for(x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-      float x_buffer[kFloatChunk], y_buffer[kFloatChunk], d_buffer[kFloatChunk];
-      for (int64_t start = begin; start < end; start += kFloatChunk) {
-        const int64_t n = std::min(kFloatChunk, end - start);
-        const float* xs = load_chunk(x, start, n, x_buffer);
-        float* y = chunk_target(out, start, y_buffer);
-        float* d = chunk_target(derivative, start, d_buffer);
-        gelu_form_chunk(tanh_form, xs, y, d, n);
-        store_chunk(out, start, n, y);
-        store_chunk(derivative, start, n, d);
-      }
+      for_each_float_chunk<1, 2>(begin, end, {&x}, {&out, &derivative},
+                                 [&](int64_t, int64_t n, const auto& in, const auto& y_and_d) {
+                                   gelu_form_chunk(tanh_form, in[0], y_and_d[0], y_and_d[1], n);
+                                 });
     });
     return;
   }

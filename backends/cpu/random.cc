@@ -107,13 +107,10 @@ void dropout_kernel(const Tensor& x, double p, uint64_t seed, uint64_t offset, c
   ACCEL_CHECK(is_chunkable_float(x.dtype()), "dropout: no cpu kernel for dtype ", dtype_name(x.dtype()));
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   for_each_run([&](const uint32_t* w, int64_t first, int64_t count) {
-    float x_buffer[kFloatChunk], o_buffer[kFloatChunk];
-    for (int64_t c = 0; c < count; c += kFloatChunk) {
-      const int64_t m = std::min(kFloatChunk, count - c), at = first + c;
-      float* o = chunk_target(out, at, o_buffer);
-      select(w + c, load_chunk(x, at, m, x_buffer), scale, m, keep + at, o);
-      store_chunk(out, at, m, o);
-    }
+    for_each_float_chunk<1, 1>(first, first + count, {&x}, {&out},
+                               [&](int64_t start, int64_t m, const auto& in, const auto& o) {
+                                 select(w + (start - first), in[0], scale, m, keep + start, o[0]);
+                               });
   });
 }
 
@@ -142,13 +139,9 @@ void dropout_backward_kernel(const Tensor& grad, const Tensor& mask, double scal
               dtype_name(grad.dtype()));
   const float s = static_cast<float>(scale);
   parallel_for(grad.numel(), 32768, [&](int64_t begin, int64_t end) {
-    float g_buffer[kFloatChunk], o_buffer[kFloatChunk];
-    for (int64_t at = begin; at < end; at += kFloatChunk) {
-      const int64_t m = std::min(kFloatChunk, end - at);
-      float* o = chunk_target(grad_in, at, o_buffer);
-      select(load_chunk(grad, at, m, g_buffer), keep + at, s, m, o);
-      store_chunk(grad_in, at, m, o);
-    }
+    for_each_float_chunk<1, 1>(begin, end, {&grad}, {&grad_in}, [&](int64_t start, int64_t m, const auto& g, const auto& o) {
+      select(g[0], keep + start, s, m, o[0]);
+    });
   });
 }
 

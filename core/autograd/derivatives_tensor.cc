@@ -211,8 +211,7 @@ void packed_attention(Tensor& out, const Tensor& qkv, int64_t heads, const Tenso
   SavedTensor sqkv(qkv, "PackedAttentionBackward"), sp(probs, "PackedAttentionBackward");
   set_history(out, "PackedAttentionBackward", {&qkv}, [=](const Tensor& grad) {
     Tensor packed = sqkv.get();
-    const int64_t B = packed.size(0), T = packed.size(1), D = packed.size(2) / (3 * heads);
-    auto split = [&](const Tensor& t, int64_t i) { return t.view({B, T, 3, heads, D}).select(2, i).transpose(1, 2); };
+    auto split = [heads](const Tensor& t, int64_t i) { return kernels::packed_attention_head(t, heads, i); };
     Tensor g = grad.to(kFloat32);
     if (g.stride(3) != 1) g = g.contiguous();
     Tensor gqkv = Tensor::empty(packed.sizes(), kFloat32, packed.device());  // (B, T, 3 * heads * D)

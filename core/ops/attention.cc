@@ -129,9 +129,8 @@ Tensor packed_self_attention(const Tensor& qkv_in, int64_t heads, const Tensor& 
   ACCEL_CHECK(heads > 0 && qkv_in.dim() == 3 && qkv_in.size(2) % (3 * heads) == 0,
               "packed_self_attention: expected qkv (batch, seq, 3 * heads * head_dim) with ", heads,
               " heads, got shape ", qkv_in.shape_string());
-  const int64_t B = qkv_in.size(0), T = qkv_in.size(1), D = qkv_in.size(2) / (3 * heads);
-  // (B, T, 3 * H * D) -> the i-th of query, key, value as a (B, H, T, D) view.
-  auto split = [&](const Tensor& qkv, int64_t i) { return qkv.view({B, T, 3, heads, D}).select(2, i).transpose(1, 2); };
+  const int64_t D = qkv_in.size(2) / (3 * heads);
+  auto split = [heads](const Tensor& qkv, int64_t i) { return kernels::packed_attention_head(qkv, heads, i); };
   ACCEL_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "packed_self_attention: dropout probability must be in [0, 1], "
               "got ", dropout_p);
   // Recording, the fused kernel runs on views of the projection (under autocast, of one
