@@ -100,12 +100,16 @@ def last_json(path):
 def gemm_flops(s, mode, attention):
     """GEMM FLOPs of one step: per layer Q, K, V, output, two FFN projections, and QK^T and PV
     when `attention` (the fused attention kernel does those inside its own time); the pooler;
-    backward computes two products per forward product (inputs and weights)."""
-    n = s["B"] * s["T"]
-    layer = 2 * n * s["H"] * s["H"] * 4 + 2 * n * s["H"] * s["I"] * 2
-    if attention:
-        layer += 2 * 2 * s["B"] * s["T"] * s["T"] * s["H"]
-    forward = s["L"] * layer + 2 * s["B"] * s["H"] * s["H"]
+    backward computes two products per forward product (inputs and weights). The last layer
+    computes position 0 alone (BertModel::pooled_output): K and V from all B * T rows, the
+    rest on B rows."""
+    B, T, H, I = s["B"], s["T"], s["H"], s["I"]
+    def layer(rows, query_rows):  # query_rows: the rows past the attention
+        flops = 2 * rows * H * H * 2 + 2 * query_rows * H * H * 2 + 2 * query_rows * H * I * 2
+        if attention:
+            flops += 2 * 2 * query_rows * T * H
+        return flops
+    forward = (s["L"] - 1) * layer(B * T, B * T) + layer(B * T, B) + 2 * B * H * H
     return forward * (3 if mode == "train" else 1)
 
 def kernel_ms_per_step(path):
