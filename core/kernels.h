@@ -86,9 +86,12 @@ using AttentionFn = void(const Tensor& q, const Tensor& k, const Tensor& v, cons
 using AttentionBackwardFn = void(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                  const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v);
-/// The attention kernels take float32 only (the op casts to it under autocast). Each backend's
-/// kernel calls this first, so that a direct caller of the slot gets an error, not garbage.
-void check_attention_float32(const char* op, std::initializer_list<const Tensor*> tensors);
+/// The attention kernels compute in float32. q, k, v and their gradients may also be 16-bit
+/// floats (autocast's projections, read and written as they are), all of one dtype; mask, out,
+/// probs and grad_out are float32. Each backend's kernel calls this first, so that a direct
+/// caller of the slot gets an error, not garbage.
+void check_attention_dtypes(const char* op, std::initializer_list<const Tensor*> heads,
+                            std::initializer_list<const Tensor*> float32_only);
 /// The packed projection of packed_self_attention and its backward: qkv (B, T, 3 * heads * D)
 /// holds query, key and value side by side in each row; which = 0, 1, 2 gives that one as a
 /// (B, heads, T, D) view, unit stride on D.

@@ -154,8 +154,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = 
 /// undefined -> (B, H, Tq, D). Where a backend has the fused kernel (float32; CPU and CUDA) the
 /// probabilities are computed per (batch, head) in cache, never as separate scaled, masked
 /// and softmaxed tensors, and the result is a (B, H, Tq, D) view of a (B, Tq, H, D) buffer,
-/// so merging heads back is free; under autocast it runs on fp32 casts of q, k and v and
-/// returns fp32. Otherwise (another dtype or device, a mask that requires grad), or with
+/// so merging heads back is free; under autocast it reads 16-bit q, k and v as they are,
+/// computes in fp32 and returns fp32. Otherwise (another dtype or device, a mask that requires grad), or with
 /// fused = false, it is the composition of matmul, mul, add, softmax, dropout and matmul.
 /// Both draw the same dropout mask from the generator.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -172,7 +172,7 @@ Tensor packed_self_attention(const Tensor& qkv, int64_t heads, const Tensor& add
                              double dropout_p = 0.0, bool training = false,
                              std::optional<double> scale = std::nullopt, Generator* generator = nullptr);
 /// Whether packed_self_attention records through the fused kernel for a projection computed
-/// from an input of this device and dtype (float32, or a float under autocast, which casts to it).
+/// from an input of this device and dtype (float32, or a 16-bit float under autocast).
 bool packed_self_attention_fuses(Device device, DType dtype);
 enum class Reduction { None, Mean, Sum };
 /// torch.nn.functional.cross_entropy: logits (C), (N, C) or (N, C, d1, ...), target class

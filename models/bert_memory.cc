@@ -71,11 +71,11 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
     layer.push_back({"stacked query/key/value weight (3 hidden, hidden) fp32, the concatenation saved by its Linear",
                      3 * H * H * fp32});
   }
-  // The fused kernel, under autocast on fp32 casts of the 16-bit dense outputs; it keeps no
+  // The fused kernel reads the dense output as it is (16-bit under autocast); it keeps no
   // dropout mask (the CPU kernel marks dropped probabilities by their sign bit, CUDA redraws).
-  layer.push_back({std::string("stacked query/key/value dense output (B, T, 3 hidden) ") +
-                       (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention",
-                   3 * tokens * H * fp32});
+  layer.push_back({"stacked query/key/value dense output (B, T, 3 hidden) " + gemm_name + ", saved by the fused "
+                   "attention",
+                   3 * tokens * H * gemm});
   layer.push_back({"attention probabilities (B, heads, T, T) fp32 before dropout, saved by the fused attention",
                    scores * fp32});
 
@@ -92,9 +92,9 @@ ActivationEstimate bert_training_activations(const BertConfig& c, int64_t batch_
                     "of it)",
                     tokens * H * fp32});
   }
-  last.push_back({std::string("query (B, 1, hidden), key and value (B, T, hidden) dense outputs ") +
-                      (low_precision ? "cast to fp32" : "fp32") + ", saved by the fused attention",
-                  (B + 2 * tokens) * H * fp32});
+  last.push_back({"query (B, 1, hidden), key and value (B, T, hidden) dense outputs " + gemm_name +
+                      ", saved by the fused attention",
+                  (B + 2 * tokens) * H * gemm});
   last.push_back({"attention probabilities (B, heads, 1, T) fp32 before dropout, saved by the fused attention",
                   B * heads * T * fp32});
 

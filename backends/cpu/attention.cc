@@ -1,10 +1,13 @@
-// CPU fused attention, forward and backward, float32. Each (batch, head) is one work item:
+// CPU fused attention, forward and backward, computed in float32. Each (batch, head) is one work item:
 // its Tq x Tk score matrix is made by one GEMM, scaled, masked and softmaxed in place while it
 // is in cache, and multiplied by V straight into the strided output, so the scores never
 // travel through memory as separate scaled, masked and softmaxed tensors, and no head is
 // copied to a contiguous buffer. Keys that the mask pads out in every row are skipped. The
 // small GEMMs are oneDNN's dnnl_sgemm, which runs on the calling thread inside the parallel
-// region; the parallelism is over the (batch, head) items.
+// region; the parallelism is over the (batch, head) items. 16-bit q, k and v (autocast's
+// projections) are converted per item into float32 scratch while they are in cache, and their
+// gradients computed in float32 scratch and rounded once into the 16-bit outputs: the same
+// values as float32 casts made beforehand, without those casts' passes over memory.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -40,6 +43,49 @@ struct HeadView {
   }
   int64_t ld() const { return std::max<int64_t>(t.stride(2), 1); }
 };
+
+// One item's (rows, D) matrix of a float32 or 16-bit head view as float32: the tensor's own
+// memory for float32, else converted into `buffer` (row stride D).
+struct FloatMatrix {
+  const float* data;
+  int64_t ld;
+};
+template <typename T>
+void convert_rows(const T* from, int64_t ld, int64_t rows, int64_t D, float* to) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < D; ++c) to[r * D + c] = float(from[r * ld + c]);
+  }
+}
+FloatMatrix head_as_float(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D,
+                          std::vector<float>& buffer) {
+  if (view.t.dtype() == kFloat32) return {view.at<float>(b, h), view.ld()};
+  buffer.resize(static_cast<size_t>(rows * D));
+  if (view.t.dtype() == kBFloat16) convert_rows(view.at<BFloat16>(b, h), view.ld(), rows, D, buffer.data());
+  else convert_rows(view.at<Half>(b, h), view.ld(), rows, D, buffer.data());
+  return {buffer.data(), D};
+}
+
+// Where an item's (rows, D) gradient is computed: the float32 output's own memory, else
+// `buffer`, which store_head then rounds into the 16-bit output.
+struct FloatTarget {
+  float* data;
+  int64_t ld;
+};
+FloatTarget head_target(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D, std::vector<float>& buffer) {
+  if (view.t.dtype() == kFloat32) return {view.at<float>(b, h), view.ld()};
+  buffer.resize(static_cast<size_t>(rows * D));
+  return {buffer.data(), D};
+}
+template <typename T>
+void round_rows(const float* from, int64_t rows, int64_t D, T* to, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < D; ++c) to[r * ld + c] = T(from[r * D + c]);
+  }
+}
+void store_head(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D, const FloatTarget& target) {
+  if (view.t.dtype() == kBFloat16) round_rows(target.data, rows, D, view.at<BFloat16>(b, h), view.ld());
+  else if (view.t.dtype() == kFloat16) round_rows(target.data, rows, D, view.at<Half>(b, h), view.ld());
+}
 
 // The dropout draw over (B, H, Tq, Tk): keep[i] for the n elements starting at `first` (one
 // item's Tq x Tk probabilities are one contiguous range of that draw).
@@ -137,7 +183,7 @@ int64_t keys_with_probability(const float* P, int64_t Tq, int64_t Tk) {
 
 void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                       double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs) {
-  kernels::check_attention_float32("attention", {&q, &k, &v, &mask, &out, &probs});
+  kernels::check_attention_dtypes("attention", {&q, &k, &v}, {&mask, &out, &probs});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   if (out.numel() == 0) return;
   const HeadView Q{q}, K{k}, V{v}, O{out};
@@ -148,6 +194,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
     std::vector<float> scratch(probs.defined() ? 0 : Tq * Tk), dropped(p > 0 ? Tq * Tk : 0);
     std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
     std::vector<uint32_t> words;
+    std::vector<float> q_buffer, k_buffer, v_buffer;  // float32 copies of 16-bit heads
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
       float* S = probs.defined() ? probs.data_ptr<float>() + item * Tq * Tk : scratch.data();  // (Tq, Tk)
@@ -157,8 +204,9 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
         continue;
       }
       const int64_t keys = attended_keys(mask, b, h, Tq, Tk);
-      sgemm('N', 'T', Tq, keys, D, static_cast<float>(scale), Q.at<float>(b, h), Q.ld(), K.at<float>(b, h), K.ld(),
-            0.0f, S, Tk);
+      const FloatMatrix Qf = head_as_float(Q, b, h, Tq, D, q_buffer), Kf = head_as_float(K, b, h, keys, D, k_buffer);
+      const FloatMatrix Vf = head_as_float(V, b, h, keys, D, v_buffer);
+      sgemm('N', 'T', Tq, keys, D, static_cast<float>(scale), Qf.data, Qf.ld, Kf.data, Kf.ld, 0.0f, S, Tk);
       const float* mask_bh = mask.defined() ? mask.data_ptr<float>() + b * mask.stride(0) + h * mask.stride(1) : nullptr;
       for (int64_t r = 0; r < Tq; ++r) {
         const float* mask_row = mask_bh ? mask_bh + r * mask_row_stride : nullptr;
@@ -172,7 +220,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
         if (probs.defined()) mark_dropped(keep.data(), Tq * Tk, S);
         P = dropped.data();
       }
-      sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, V.at<float>(b, h), V.ld(), 0.0f, O_bh, O.ld());
+      sgemm('N', 'N', Tq, D, keys, 1.0f, P, Tk, Vf.data, Vf.ld, 0.0f, O_bh, O.ld());
     }
   });
 }
@@ -183,7 +231,7 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
 void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
-  kernels::check_attention_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
+  kernels::check_attention_dtypes("attention_backward", {&q, &k, &v, &grad_q, &grad_k, &grad_v}, {&grad_out, &probs});
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   const HeadView Q{q}, K{k}, V{v}, G{grad_out}, GQ{grad_q}, GK{grad_k}, GV{grad_v};
   const float p = static_cast<float>(dropout_p), keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
@@ -191,17 +239,20 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> dP(Tq * Tk), dropped(p > 0 ? Tq * Tk : 0), unmarked(p > 0 ? Tq * Tk : 0);
     std::vector<char> keep(p > 0 ? Tq * Tk : 0);  // the item's dropout draw
+    std::vector<float> q_buffer, k_buffer, v_buffer, gq_buffer, gk_buffer, gv_buffer;  // for 16-bit heads
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
-      float* gq = GQ.at<float>(b, h);
-      float* gk = GK.at<float>(b, h);
-      float* gv = GV.at<float>(b, h);
+      const FloatTarget gq = head_target(GQ, b, h, Tq, D, gq_buffer), gk = head_target(GK, b, h, Tk, D, gk_buffer);
+      const FloatTarget gv = head_target(GV, b, h, Tk, D, gv_buffer);
       if (Tq == 0 || Tk == 0 || D == 0) {
-        for (int64_t r = 0; r < Tq; ++r) std::fill_n(gq + r * GQ.ld(), D, 0.0f);
+        for (int64_t r = 0; r < Tq; ++r) std::fill_n(gq.data + r * gq.ld, D, 0.0f);
         for (int64_t r = 0; r < Tk; ++r) {
-          std::fill_n(gk + r * GK.ld(), D, 0.0f);
-          std::fill_n(gv + r * GV.ld(), D, 0.0f);
+          std::fill_n(gk.data + r * gk.ld, D, 0.0f);
+          std::fill_n(gv.data + r * gv.ld, D, 0.0f);
         }
+        store_head(GQ, b, h, Tq, D, gq);
+        store_head(GK, b, h, Tk, D, gk);
+        store_head(GV, b, h, Tk, D, gv);
         continue;
       }
       const float* P = probs.data_ptr<float>() + item * Tq * Tk;
@@ -213,12 +264,14 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
       }
       const int64_t keys = keys_with_probability(P, Tq, Tk);
       for (int64_t r = keys; r < Tk; ++r) {
-        std::fill_n(gk + r * GK.ld(), D, 0.0f);
-        std::fill_n(gv + r * GV.ld(), D, 0.0f);
+        std::fill_n(gk.data + r * gk.ld, D, 0.0f);
+        std::fill_n(gv.data + r * gv.ld, D, 0.0f);
       }
+      const FloatMatrix Qf = head_as_float(Q, b, h, Tq, D, q_buffer), Kf = head_as_float(K, b, h, keys, D, k_buffer);
+      const FloatMatrix Vf = head_as_float(V, b, h, keys, D, v_buffer);
       const float* dO = G.at<float>(b, h);
-      sgemm('T', 'N', keys, D, Tq, 1.0f, Pd, Tk, dO, G.ld(), 0.0f, gv, GV.ld());
-      sgemm('N', 'T', Tq, keys, D, 1.0f, dO, G.ld(), V.at<float>(b, h), V.ld(), 0.0f, dP.data(), Tk);
+      sgemm('T', 'N', keys, D, Tq, 1.0f, Pd, Tk, dO, G.ld(), 0.0f, gv.data, gv.ld);
+      sgemm('N', 'T', Tq, keys, D, 1.0f, dO, G.ld(), Vf.data, Vf.ld, 0.0f, dP.data(), Tk);
       for (int64_t r = 0; r < Tq; ++r) {
         float* dp = dP.data() + r * Tk;
         const float* pr = P + r * Tk;
@@ -230,8 +283,11 @@ void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Te
         for (int64_t c = 0; c < keys; ++c) dot += dp[c] * pr[c];
         for (int64_t c = 0; c < keys; ++c) dp[c] = pr[c] * (dp[c] - dot);
       }
-      sgemm('N', 'N', Tq, D, keys, s, dP.data(), Tk, K.at<float>(b, h), K.ld(), 0.0f, gq, GQ.ld());
-      sgemm('T', 'N', keys, D, Tq, s, dP.data(), Tk, Q.at<float>(b, h), Q.ld(), 0.0f, gk, GK.ld());
+      sgemm('N', 'N', Tq, D, keys, s, dP.data(), Tk, Kf.data, Kf.ld, 0.0f, gq.data, gq.ld);
+      sgemm('T', 'N', keys, D, Tq, s, dP.data(), Tk, Qf.data, Qf.ld, 0.0f, gk.data, gk.ld);
+      store_head(GQ, b, h, Tq, D, gq);
+      store_head(GK, b, h, Tk, D, gk);
+      store_head(GV, b, h, Tk, D, gv);
     }
   });
 }

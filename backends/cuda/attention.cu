@@ -17,6 +17,7 @@
 // finite. Not flash attention: the (B, H, Tq, Tk) scores go through memory three times (the
 // GEMM writes them, the row kernel reads and writes them, the second GEMM reads them).
 #include <cmath>
+#include <utility>
 
 #include "backends/cuda/blas.h"
 #include "backends/cuda/device_utils.cuh"
@@ -142,9 +143,21 @@ void gemm_per_head(const HeadOperand& a, const HeadOperand& b, const Tensor& out
   }
 }
 
+// A contiguous float32 copy of a 16-bit q, k or v: this backend's kernels run on float32 heads.
+Tensor float32_copy(const Tensor& t) {
+  Tensor copy = Tensor::empty(t.sizes(), kFloat32, t.device());
+  kernels::copy(t.device(), t, copy);
+  return copy;
+}
+
 void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                       double dropout_p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& probs) {
-  kernels::check_attention_float32("attention", {&q, &k, &v, &mask, &out, &probs});
+  kernels::check_attention_dtypes("attention", {&q, &k, &v}, {&mask, &out, &probs});
+  if (q.dtype() != kFloat32) {
+    attention_kernel(float32_copy(q), float32_copy(k), float32_copy(v), mask, scale, dropout_p, seed, offset, out,
+                     probs);
+    return;
+  }
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2);
   if (out.numel() == 0) return;
   if (Tk == 0) {  // nothing to attend to: the empty sum
@@ -172,7 +185,18 @@ void attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const T
 void attention_backward_kernel(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& probs, double scale, double dropout_p, uint64_t seed, uint64_t offset,
                                const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
-  kernels::check_attention_float32("attention_backward", {&grad_out, &q, &k, &v, &probs, &grad_q, &grad_k, &grad_v});
+  kernels::check_attention_dtypes("attention_backward", {&q, &k, &v, &grad_q, &grad_k, &grad_v}, {&grad_out, &probs});
+  if (q.dtype() != kFloat32) {  // float32 gradients of float32 copies, rounded into the 16-bit ones
+    const Tensor gq = Tensor::empty(grad_q.sizes(), kFloat32, q.device());
+    const Tensor gk = Tensor::empty(grad_k.sizes(), kFloat32, q.device());
+    const Tensor gv = Tensor::empty(grad_v.sizes(), kFloat32, q.device());
+    attention_backward_kernel(grad_out, float32_copy(q), float32_copy(k), float32_copy(v), probs, scale, dropout_p,
+                              seed, offset, gq, gk, gv);
+    for (const auto& [from, to] : {std::pair{&gq, &grad_q}, std::pair{&gk, &grad_k}, std::pair{&gv, &grad_v}}) {
+      kernels::copy(q.device(), *from, *to);
+    }
+    return;
+  }
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   if (B * H == 0) return;
   if (Tq == 0 || Tk == 0 || D == 0) {  // empty products: zero gradients

@@ -214,7 +214,7 @@ void packed_attention(Tensor& out, const Tensor& qkv, int64_t heads, const Tenso
     auto split = [heads](const Tensor& t, int64_t i) { return kernels::packed_attention_head(t, heads, i); };
     Tensor g = grad.to(kFloat32);
     if (g.stride(3) != 1) g = g.contiguous();
-    Tensor gqkv = Tensor::empty(packed.sizes(), kFloat32, packed.device());  // (B, T, 3 * heads * D)
+    Tensor gqkv = Tensor::empty(packed.sizes(), packed.dtype(), packed.device());  // (B, T, 3 * heads * D)
     kernels::attention_backward(packed.device(), g, split(packed, 0), split(packed, 1), split(packed, 2), sp.get(),
                                 scale, dropout_p, seed, offset, split(gqkv, 0), split(gqkv, 1), split(gqkv, 2));
     return std::vector<Tensor>{gqkv};

@@ -4,8 +4,8 @@
 // masks (key padding, a full (B, 1, Tq, Tk) mask, a fully masked row), with Tq != Tk, with
 // strided inputs, and with dropout, which must draw exactly the composition's mask from the
 // same generator state. Also: the result's layout makes merging heads a view, autocast runs
-// the fused kernel on fp32 casts (gradients back in bf16), masks that require grad take the
-// composition, and bad shapes are clear errors. And
+// the fused kernel in fp32 on the bf16 inputs (gradients back in bf16), masks that require grad
+// take the composition, and bad shapes and dtypes are clear errors. And
 // nn::MultiHeadSelfAttention, which stacks the three projections into one GEMM and, in training,
 // runs packed_self_attention on its output (gradients as the separate projections', fp32 and bf16).
 #include <gtest/gtest.h>
@@ -140,7 +140,9 @@ TEST(FusedAttention, ResultMergesHeadsWithoutACopy) {
   EXPECT_TRUE(out.transpose(1, 2).is_contiguous());  // (B, Tq, H, D): reshape to (B, Tq, H*D) is a view
 }
 
-TEST(FusedAttention, AutocastRunsTheFusedKernelOnFp32CastsOfBf16Inputs) {
+// Under autocast the kernel reads the bf16 heads as they are and computes in fp32: bit for bit
+// the fp32 kernel on their exact fp32 values, gradients rounded once into bf16.
+TEST(FusedAttention, AutocastRunsTheFusedKernelInFp32OnBf16Inputs) {
   manual_seed(8);
   Inputs in = make_inputs(2, 2, 5, 6, 8, 1);
   auto leaves = [&](DType dtype) {
@@ -165,8 +167,9 @@ TEST(FusedAttention, AutocastRunsTheFusedKernelOnFp32CastsOfBf16Inputs) {
   EXPECT_EQ(out.dtype(), kFloat32);  // fp32 attention, not the composition's 16-bit probs @ v
   EXPECT_TRUE(tensors_close(out, reference, 0.0, 0.0));
   for (int i = 0; i < 3; ++i) {
-    ASSERT_EQ(bf16[i].grad().dtype(), kBFloat16);  // back through the recorded casts
-    EXPECT_TRUE(tensors_close(bf16[i].grad().to(kFloat32), fp32[i].grad().to(kBFloat16).to(kFloat32), 0.0, 0.0)) << "input " << i;
+    ASSERT_EQ(bf16[i].grad().dtype(), kBFloat16);
+    EXPECT_TRUE(tensors_close(bf16[i].grad().to(kFloat32), fp32[i].grad().to(kBFloat16).to(kFloat32), 0.0, 0.0))
+        << "input " << i;
   }
 }
 
@@ -188,12 +191,19 @@ TEST(FusedAttention, BadShapesAreClearErrors) {
   EXPECT_TRUE(contains(error, "dropout probability must be in [0, 1], got 1.5")) << error;
 }
 
-TEST(FusedAttention, KernelSlotRejectsSixteenBitTensorsClearly) {
-  // The op casts to float32 before the kernels; a direct caller of the slot gets told so.
+TEST(FusedAttention, KernelSlotRejectsWrongDtypesClearly) {
+  // 16-bit q, k and v are read as they are, but all of one dtype, and the output is float32; a
+  // direct caller of the slot gets told so.
   Tensor q = randn({1, 2, 3, 4}).to(kBFloat16);
-  Tensor out = Tensor::empty({1, 2, 3, 4}, kBFloat16);
-  std::string error = error_of([&] { kernels::attention(q.device(), q, q, q, Tensor(), 0.5, 0.0, 0, 0, out, Tensor()); });
-  EXPECT_TRUE(contains(error, "attention: the fused kernel takes float32 tensors only, got bfloat16 on cpu")) << error;
+  Tensor out16 = Tensor::empty({1, 2, 3, 4}, kBFloat16), out = Tensor::empty({1, 2, 3, 4});
+  std::string error =
+      error_of([&] { kernels::attention(q.device(), q, q, q, Tensor(), 0.5, 0.0, 0, 0, out16, Tensor()); });
+  EXPECT_TRUE(contains(error, "attention: the fused kernel takes its mask, output, probabilities and output gradient "
+                              "in float32, got bfloat16 on cpu")) << error;
+  Tensor k = q.to(kFloat32);
+  error = error_of([&] { kernels::attention(q.device(), q, k, q, Tensor(), 0.5, 0.0, 0, 0, out, Tensor()); });
+  EXPECT_TRUE(contains(error, "takes q, k, v and their gradients in one of float32, bfloat16 and float16, got "
+                              "float32 beside bfloat16")) << error;
 }
 
 class CountingHooks : public nn::ForwardHooks {
