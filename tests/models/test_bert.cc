@@ -228,7 +228,11 @@ TEST(BertPretrained, SavePretrainedRoundTrip) {
 }
 
 // Gradient checkpointing recomputes each encoder layer in backward; with the generator
-// rewound, dropout draws the same masks, so the gradients must equal the plain path's.
+// rewound, dropout draws the same masks, so the gradients must equal the plain path's. The
+// checkpointed forward runs without recording, which takes the inference kernels (linear_gelu's
+// GEMM epilogue, the attention without a saved P): the loss agrees to float32 rounding, not bit
+// for bit (a clang build differed in the last place), while another dropout mask would move it
+// by orders of magnitude more.
 void expect_checkpointing_matches_plain(double dropout) {
   Golden golden = load_golden("tiny");
   BertConfig config = BertConfig::from_file(kTinyDir + "/config.json");
@@ -251,7 +255,7 @@ void expect_checkpointing_matches_plain(double dropout) {
   };
   auto [plain_loss, plain] = gradients(false);
   auto [checkpointed_loss, checkpointed] = gradients(true);
-  EXPECT_EQ(plain_loss, checkpointed_loss);
+  EXPECT_NEAR(checkpointed_loss, plain_loss, 1e-6 * std::fabs(plain_loss));
   for (auto& [name, grad] : plain) {
     EXPECT_TRUE(tensors_close(checkpointed.at(name), grad, 1e-6, 1e-6)) << name << " with dropout " << dropout;
   }
