@@ -71,7 +71,8 @@ struct FloatTarget {
   float* data;
   int64_t ld;
 };
-FloatTarget head_target(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D, std::vector<float>& buffer) {
+FloatTarget head_target(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D,
+                        std::vector<float>& buffer) {
   if (view.t.dtype() == kFloat32) return {view.at<float>(b, h), view.ld()};
   buffer.resize(static_cast<size_t>(rows * D));
   return {buffer.data(), D};

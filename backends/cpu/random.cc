@@ -139,9 +139,10 @@ void dropout_backward_kernel(const Tensor& grad, const Tensor& mask, double scal
               dtype_name(grad.dtype()));
   const float s = static_cast<float>(scale);
   parallel_for(grad.numel(), 32768, [&](int64_t begin, int64_t end) {
-    for_each_float_chunk<1, 1>(begin, end, {&grad}, {&grad_in}, [&](int64_t start, int64_t m, const auto& g, const auto& o) {
-      select(g[0], keep + start, s, m, o[0]);
-    });
+    for_each_float_chunk<1, 1>(begin, end, {&grad}, {&grad_in},
+                               [&](int64_t start, int64_t m, const auto& g, const auto& o) {
+                                 select(g[0], keep + start, s, m, o[0]);
+                               });
   });
 }
 

@@ -1,6 +1,7 @@
 // CUDA pointwise kernels: unary math, binary math and comparisons (with the fused backward
-// helpers), GELU's training forward with its derivative, add with a scale, where, clamp. The op is a runtime switch inside one functor
-// per dtype, which keeps the number of kernel instantiations (and nvcc's time) small.
+// helpers), GELU's training forward with its derivative, add with a scale, where, clamp. The op
+// is a runtime switch inside one functor per dtype, which keeps the number of kernel
+// instantiations (and nvcc's time) small.
 // 16-bit floats compute in float and round once when stored, as on the CPU.
 #include "backends/cuda/elementwise.cuh"
 #include "backends/cuda/math.cuh"
@@ -195,7 +196,8 @@ void gelu_with_derivative_kernel(const Tensor& x, const Tensor& bias, bool tanh_
   ACCEL_CHECK(!bias.defined() || (x.dim() == 2 && x.is_contiguous() && bias.dim() == 1 && bias.size(0) == x.size(1) &&
                                   bias.is_contiguous() && bias.dtype() == x.dtype()),
               "gelu_with_derivative: a bias takes a contiguous (rows, cols) input and a (cols) bias of its dtype, got ",
-              x.shape_string(), " ", dtype_name(x.dtype()), " and ", bias.shape_string(), " ", dtype_name(bias.dtype()));
+              x.shape_string(), " ", dtype_name(x.dtype()), " and ", bias.shape_string(), " ",
+              dtype_name(bias.dtype()));
   visit_floating_device(x.dtype(), "gelu_with_derivative", [&]<typename T>() {
     if (x.is_contiguous() && out.is_contiguous() && derivative.is_contiguous()) {
       const int64_t n = x.numel();

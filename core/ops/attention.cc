@@ -25,20 +25,26 @@ Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   return matmul(probs, v);  // (B, H, Tq, D)
 }
 
-// float32 q, k and v, or 16-bit ones under autocast (the kernel reads them as they are).
+// The fused kernel for q, k and v of this dtype on this device: float32, or 16-bit under
+// autocast (the kernel reads them as they are).
+bool fused_kernel_takes(Device device, DType dtype) {
+  const bool sixteen_bit = dtype == kBFloat16 || dtype == kFloat16;
+  return (dtype == kFloat32 || (sixteen_bit && autocast::is_enabled())) && kernels::attention.has(device.type) &&
+         kernels::attention_backward.has(device.type);
+}
+
 bool fused_kernel_applies(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
-  const bool sixteen_bit = q.dtype() == kBFloat16 || q.dtype() == kFloat16;
   if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) return false;
-  if (q.dtype() != kFloat32 && !(sixteen_bit && autocast::is_enabled())) return false;
   if (mask.defined() && (mask.requires_grad() || !mask.is_floating_point())) return false;
-  return kernels::attention.has(q.device().type) && kernels::attention_backward.has(q.device().type);
+  return fused_kernel_takes(q.device(), q.dtype());
 }
 
 // The kernel wants unit stride on the head dim; split-head views of a Linear output have it.
 Tensor with_unit_last_stride(const Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
 
-// One run of the fused kernel on q (B, H, Tq, D), k and v (B, H, Tk, D) with unit stride on D: the output (a (B, H, Tq, D) view of a (B, Tq, H, D) buffer), and what backward needs:
-// the probabilities P when `record`, and the dropout draw (seed, offset) reserved from the
+// One run of the fused kernel on q (B, H, Tq, D), k and v (B, H, Tk, D) with unit stride on D:
+// the output (a (B, H, Tq, D) view of a (B, Tq, H, D) buffer), and what backward needs: the
+// probabilities P when `record`, and the dropout draw (seed, offset) reserved from the
 // generator exactly as dropout() on P would reserve it.
 struct FusedAttention {
   Tensor out, probs;
@@ -110,10 +116,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   return run.out;
 }
 
-bool packed_self_attention_fuses(Device device, DType dtype) {
-  const bool float32 = dtype == kFloat32 || (autocast::is_enabled() && (dtype == kBFloat16 || dtype == kFloat16));
-  return float32 && kernels::attention.has(device.type) && kernels::attention_backward.has(device.type);
-}
+bool packed_self_attention_fuses(Device device, DType dtype) { return fused_kernel_takes(device, dtype); }
 
 Tensor packed_self_attention(const Tensor& qkv_in, int64_t heads, const Tensor& additive_mask, double dropout_p,
                              bool training, std::optional<double> scale, Generator* generator) {
