@@ -1,9 +1,11 @@
-// Autocast state (thread-local) and the per-region cast cache for weights.
+// Autocast state (thread-local), the per-region cast cache for weights and the inference casts
+// kept across regions.
 #include "core/autocast.h"
 
 #include <unordered_map>
 
 #include "core/autograd/grad_mode.h"
+#include "core/derived_tensor.h"
 #include "core/ops.h"
 
 namespace accel {
@@ -15,8 +17,25 @@ struct State {
   int depth = 0;
   // fp32 leaf -> its low-precision copy for this autocast region (with autograd history).
   std::unordered_map<const TensorImpl*, std::pair<uint64_t, Tensor>> cast_cache;
+  // fp32 leaf -> its low-precision copy made under no-grad (no history), kept across regions.
+  std::unordered_map<const TensorImpl*, DerivedTensor> inference_casts;
 };
 thread_local State state;
+
+// A weight's copy for inference: the kept one while the weight is unchanged. A new entry first
+// drops those whose weight's storage is gone, so dead models' copies do not pile up.
+Tensor inference_cast(const Tensor& weight) {
+  const DType dtype = state.dtype;
+  auto cast = [&] { return weight.to(dtype); };
+  if (!DerivedTensor::can_keep(weight)) return cast();
+  auto [entry, inserted] = state.inference_casts.try_emplace(weight.impl());
+  if (inserted) {
+    std::erase_if(state.inference_casts, [&](const auto& kv) { return kv.first != weight.impl() && kv.second.is_stale(); });
+  }
+  DerivedTensor& kept = entry->second;
+  if (kept.value().defined() && kept.value().dtype() != dtype) kept.reset();
+  return kept.get({&weight}, cast);
+}
 }  // namespace
 
 AutocastGuard::AutocastGuard(DType low_precision, bool enabled)
@@ -43,11 +62,12 @@ DType low_precision_dtype() { return state.dtype; }
 
 Tensor to_low_precision(const Tensor& t) {
   if (!state.enabled || !t.defined() || !t.is_floating_point() || t.dtype() == state.dtype) return t;
-  // Weights are cast once per region, but only while recording: a cast made under no-grad
-  // has no history, and reusing it later (activation checkpointing re-running a block)
-  // would cut the weights off from their gradients.
-  bool cacheable = t.is_leaf() && t.requires_grad() && GradMode::is_enabled();
-  if (!cacheable) return t.to(state.dtype);
+  if (!t.is_leaf() || !t.requires_grad()) return t.to(state.dtype);
+  // A cast made under no-grad has no history, so it is kept apart from the region's recording
+  // casts: reusing it while recording (activation checkpointing re-running a block) would cut
+  // the weight off from its gradient.
+  if (!GradMode::is_enabled()) return inference_cast(t);
+  state.inference_casts.erase(t.impl());  // one 16-bit copy per weight: training's replaces inference's
   auto it = state.cast_cache.find(t.impl());
   if (it != state.cast_cache.end() && it->second.first == t.version() && it->second.second.dtype() == state.dtype) {
     return it->second.second;
@@ -62,6 +82,8 @@ Tensor to_full_precision(const Tensor& t) {
   if (t.dtype() == kFloat16 || t.dtype() == kBFloat16) return t.to(kFloat32);
   return t;
 }
+
+void clear_cache() { state.inference_casts.clear(); }
 
 }  // namespace autocast
 }  // namespace accel

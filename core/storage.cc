@@ -41,6 +41,7 @@ void StorageImpl::release() {
   if (data_ != nullptr) get_allocator(device_.type)->deallocate(data_, nbytes_, device_);
   data_ = nullptr;
   released_ = true;
+  has_been_released_ = true;
 }
 
 void StorageImpl::reallocate() {

@@ -47,6 +47,9 @@ class StorageImpl {
   void release();
   void reallocate();
   bool is_released() const { return released_; }
+  /// Whether release() was ever called: the storage is one ZeRO stage 3 shards, so caches must
+  /// not keep copies of it (DerivedTensor).
+  bool has_been_released() const { return has_been_released_; }
   Device device() const { return device_; }
 
   /// Bumped by every in-place write through any tensor that views this storage.
@@ -60,6 +63,7 @@ class StorageImpl {
   std::function<void(void*)> deleter_;  ///< empty: returned to the device allocator
   std::atomic<uint64_t> version_{0};
   bool released_ = false;
+  bool has_been_released_ = false;
 };
 
 using Storage = std::shared_ptr<StorageImpl>;

@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "core/autocast.h"
 #include "core/autograd/node.h"
 
 namespace accel::nn {
@@ -44,9 +45,37 @@ bool MultiHeadSelfAttention::fuses_projections(const Tensor& x) const {
   for (const auto& projection : {query, key, value}) {
     if (projection->has_forward_hooks() || !projection->bias.defined()) return false;
   }
-  const bool records = autograd::any_requires_grad({&x, &query->weight, &query->bias, &key->weight, &key->bias,
-                                                    &value->weight, &value->bias});
-  return !records || packed_self_attention_fuses(x.device(), x.dtype());
+  return !records_projections(x) || packed_self_attention_fuses(x.device(), x.dtype());
+}
+
+bool MultiHeadSelfAttention::records_projections(const Tensor& x) const {
+  return autograd::any_requires_grad({&x, &query->weight, &query->bias, &key->weight, &key->bias, &value->weight,
+                                      &value->bias});
+}
+
+std::pair<Tensor, Tensor> MultiHeadSelfAttention::stacked_projections(bool records) const {
+  if (records) {  // under autocast each weight's cast (kept for the region) is stacked, in 16 bits
+    auto stack = [](const Tensor& q, const Tensor& k, const Tensor& v) {
+      return cat({autocast::to_low_precision(q), autocast::to_low_precision(k), autocast::to_low_precision(v)}, 0);
+    };
+    return {stack(query->weight, key->weight, value->weight), stack(query->bias, key->bias, value->bias)};
+  }
+  // Inference: the 16-bit copy is made from the fp32 stack, not from each weight's kept copy, so
+  // the weights are held once more in all (not twice).
+  const DType dtype = autocast::is_enabled() ? autocast::low_precision_dtype() : query->weight.dtype();
+  std::lock_guard<std::mutex> lock(stacked_mutex_);
+  for (DerivedTensor* kept : {&stacked_weight_, &stacked_bias_}) {
+    if (kept->value().defined() && kept->value().dtype() != dtype) kept->reset();
+  }
+  auto stack_as = [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+    Tensor stacked = cat({q, k, v}, 0);
+    return stacked.dtype() == dtype ? stacked : stacked.to(dtype);
+  };
+  Tensor weight = stacked_weight_.get({&query->weight, &key->weight, &value->weight},
+                                      [&] { return stack_as(query->weight, key->weight, value->weight); });
+  Tensor bias = stacked_bias_.get({&query->bias, &key->bias, &value->bias},
+                                  [&] { return stack_as(query->bias, key->bias, value->bias); });
+  return {weight, bias};
 }
 
 Tensor MultiHeadSelfAttention::split_heads(const Tensor& t) const {  // (B, T, hidden) -> (B, heads, T, head_dim)
@@ -59,9 +88,8 @@ Tensor MultiHeadSelfAttention::merge_heads(const Tensor& context) const {  // (B
 
 Tensor MultiHeadSelfAttention::forward(const Tensor& x, const Tensor& additive_mask) const {
   if (fuses_projections(x)) {
-    Tensor weight = cat({query->weight, key->weight, value->weight}, 0);  // (3 * hidden, hidden)
-    Tensor bias = cat({query->bias, key->bias, value->bias}, 0);           // (3 * hidden)
-    Tensor qkv = linear(x, weight, bias);                                  // (B, T, 3 * hidden)
+    auto [weight, bias] = stacked_projections(records_projections(x));  // (3 * hidden, hidden), (3 * hidden)
+    Tensor qkv = linear(x, weight, bias);                                // (B, T, 3 * hidden)
     return merge_heads(packed_self_attention(qkv, num_heads, additive_mask, attention_dropout, is_training()));
   }
   return forward_leading(x, additive_mask, x.size(1));

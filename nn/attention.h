@@ -6,7 +6,10 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <utility>
 
+#include "core/derived_tensor.h"
 #include "nn/layers.h"
 
 namespace accel::nn {
@@ -27,6 +30,8 @@ class MultiHeadSelfAttention : public Module {
   /// Whether forward(x) runs query, key and value as one GEMM: no hooks on them, biases, and
   /// either nothing to record or a fused attention kernel for x's device to record with.
   bool fuses_projections(const Tensor& x) const;
+  /// Whether a forward on x records the projections for autograd.
+  bool records_projections(const Tensor& x) const;
 
   int64_t hidden_size, num_heads, head_dim;
   double attention_dropout;
@@ -35,6 +40,14 @@ class MultiHeadSelfAttention : public Module {
  private:
   Tensor split_heads(const Tensor& t) const;
   Tensor merge_heads(const Tensor& context) const;
+  /// The projections' weights stacked, (3 * hidden, hidden), and biases, (3 * hidden), in the
+  /// dtype linear runs in (autocast's or the weights'). While recording they are cat's outputs
+  /// (its backward splits the gradient back); otherwise they are kept between forwards while the
+  /// weights are unchanged (their storage and version).
+  std::pair<Tensor, Tensor> stacked_projections(bool records) const;
+
+  mutable std::mutex stacked_mutex_;  // forward is const and may run on several threads
+  mutable DerivedTensor stacked_weight_, stacked_bias_;
 };
 
 }  // namespace accel::nn

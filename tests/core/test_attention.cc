@@ -6,11 +6,13 @@
 // same generator state. Also: the result's layout makes merging heads a view, autocast runs
 // the fused kernel in fp32 on the bf16 inputs (gradients back in bf16), masks that require grad
 // take the composition, and bad shapes and dtypes are clear errors. And
-// nn::MultiHeadSelfAttention, which stacks the three projections into one GEMM and, in training,
-// runs packed_self_attention on its output (gradients as the separate projections', fp32 and bf16).
+// nn::MultiHeadSelfAttention, which stacks the three projections into one GEMM (inference keeps
+// the stacked weights while they are unchanged) and, in training, runs packed_self_attention on
+// its output (gradients as the separate projections', fp32 and bf16).
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <optional>
 
 #include "core/autocast.h"
 #include "core/kernels.h"
@@ -251,6 +253,38 @@ TEST(MultiHeadSelfAttention, InferenceStacksTheProjectionsIntoOneGemm) {
   EXPECT_FALSE(c.attention.fuses_projections(c.x));
   c.attention.forward(c.x.to(kFloat64), c.mask.to(kFloat64));
   EXPECT_EQ(hooks->calls, 1);
+}
+
+// Inference keeps the stacked weights between forwards (in fp32, and in bf16 under autocast)
+// and stacks them again once a projection's weight changes in place or moves (set_data): every
+// no-grad forward equals a recording forward, which stacks afresh, on the weights as they are.
+TEST(MultiHeadSelfAttention, InferenceKeepsTheStackedWeightsWhileTheyAreUnchanged) {
+  AttentionCase c;
+  c.attention.eval();
+  for (bool bf16 : {false, true}) {
+    auto forward = [&](bool records) {
+      std::optional<NoGradGuard> no_grad;
+      if (!records) no_grad.emplace();
+      AutocastGuard autocast(kBFloat16, bf16);
+      return c.attention.forward(c.x, c.mask).detach();
+    };
+    Tensor before = forward(false);
+    EXPECT_TRUE(tensors_close(forward(false), before, 0, 0));
+    EXPECT_TRUE(tensors_close(forward(true), before, 0, 0));
+    {
+      NoGradGuard no_grad;
+      c.attention.value->weight.mul_(2.0);
+      c.attention.key->bias.add_(ones({64}));
+    }
+    Tensor changed = forward(false);
+    EXPECT_FALSE(tensors_close(changed, before, 1e-2, 1e-2)) << "bf16 " << bf16;
+    EXPECT_TRUE(tensors_close(changed, forward(true), 0, 0)) << "bf16 " << bf16;
+    c.attention.query->weight.set_data(randn({64, 64}));
+    EXPECT_TRUE(tensors_close(forward(false), forward(true), 0, 0)) << "bf16 " << bf16;
+  }
+  c.attention.to(kFloat64);
+  NoGradGuard no_grad;
+  EXPECT_EQ(c.attention.forward(c.x.to(kFloat64), c.mask.to(kFloat64)).dtype(), kFloat64);
 }
 
 // Training stacks them too: the packed attention's backward writes the query, key and value

@@ -22,6 +22,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "core/autocast.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -233,7 +235,7 @@ TEST(BertPretrained, SavePretrainedRoundTrip) {
 // GEMM epilogue, the attention without a saved P): the loss agrees to float32 rounding, not bit
 // for bit (a clang build differed in the last place), while another dropout mask would move it
 // by orders of magnitude more.
-void expect_checkpointing_matches_plain(double dropout) {
+void expect_checkpointing_matches_plain(double dropout, bool bf16 = false) {
   Golden golden = load_golden("tiny");
   BertConfig config = BertConfig::from_file(kTinyDir + "/config.json");
   config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout;
@@ -245,20 +247,36 @@ void expect_checkpointing_matches_plain(double dropout) {
     model->bert->gradient_checkpointing_enable(checkpointing);
     model->zero_grad();
     manual_seed(1234);
-    Tensor loss = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"),
-                                 at(golden, "labels"))
-                      .loss;
-    loss.backward();
+    Tensor loss;
+    {
+      AutocastGuard autocast(kBFloat16, bf16);
+      loss = model->forward(at(golden, "input_ids"), at(golden, "attention_mask"), at(golden, "token_type_ids"),
+                            at(golden, "labels"))
+                 .loss;
+    }
+    loss.backward();  // outside the autocast region: the recomputation replays it
     std::map<std::string, Tensor> grads;
     for (auto& [name, param] : model->named_parameters()) grads[name] = param.grad().clone();
     return std::pair{loss.item<float>(), grads};
   };
   auto [plain_loss, plain] = gradients(false);
   auto [checkpointed_loss, checkpointed] = gradients(true);
-  EXPECT_NEAR(checkpointed_loss, plain_loss, 1e-6 * std::fabs(plain_loss));
+  // In bf16 the no-grad forward's kernels (the fused GELU epilogue rounds once where the
+  // recording composition rounds twice) hand each checkpointed layer an input that differs
+  // from the plain path's in bf16 rounding, so loss and gradients agree to that.
+  EXPECT_NEAR(checkpointed_loss, plain_loss, (bf16 ? 1e-2 : 1e-6) * std::fabs(plain_loss));
   for (auto& [name, grad] : plain) {
-    EXPECT_TRUE(tensors_close(checkpointed.at(name), grad, 1e-6, 1e-6)) << name << " with dropout " << dropout;
+    const double largest = grad.abs().max().item<double>();
+    if (bf16 && name.ends_with("key.bias")) {
+      // Zero in exact arithmetic (softmax ignores a shift shared by a query's scores): rounding noise on both sides.
+      EXPECT_LT(checkpointed.at(name).abs().max().item<double>(), 1e-4) << name;
+      continue;
+    }
+    EXPECT_GT(largest, 0.0) << name;
+    EXPECT_TRUE(tensors_close(checkpointed.at(name), grad, bf16 ? 2e-2 : 1e-6, bf16 ? 2e-2 * largest : 1e-6))
+        << name << " with dropout " << dropout;
   }
+  if (bf16) return;
   if (dropout > 0) {
     // Dropout really was active: the loss differs from the deterministic golden one.
     EXPECT_GT(std::fabs(plain_loss - at(golden, "loss").item<float>()), 1e-4);
@@ -269,6 +287,9 @@ void expect_checkpointing_matches_plain(double dropout) {
 
 TEST(BertGradientCheckpointing, MatchesPlainPathWithoutDropout) { expect_checkpointing_matches_plain(0.0); }
 TEST(BertGradientCheckpointing, MatchesPlainPathWithDropout) { expect_checkpointing_matches_plain(0.1); }
+// Under bf16 autocast every weight still gets its gradient: the no-grad forward's weight casts
+// have no history and are never reused by the recording recomputation.
+TEST(BertGradientCheckpointing, MatchesPlainPathUnderBf16Autocast) { expect_checkpointing_matches_plain(0.1, true); }
 
 // pooled_output computes the last layer at position 0 alone; in float64 it must give the
 // pooler output and every parameter's gradient of forward's full computation, with padding
