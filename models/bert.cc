@@ -115,9 +115,7 @@ BertModel::BertModel(const BertConfig& c, bool add_pooling_layer) : Module("Bert
   init_weights();
 }
 
-namespace {
-// transformers' BertPreTrainedModel._init_weights over every module below `root`.
-void bert_init(nn::Module& root, double initializer_range) {
+void init_bert_weights(nn::Module& root, double initializer_range) {
   for (auto& [name, module] : root.named_modules()) {
     if (auto* linear = dynamic_cast<nn::Linear*>(module)) {
       nn::init::normal_(linear->weight, 0.0, initializer_range);
@@ -134,9 +132,8 @@ void bert_init(nn::Module& root, double initializer_range) {
     }
   }
 }
-}  // namespace
 
-void BertModel::init_weights() { bert_init(*this, config.initializer_range); }
+void BertModel::init_weights() { init_bert_weights(*this, config.initializer_range); }
 
 BertModel::Embedded BertModel::embed(const Tensor& input_ids, const Tensor& attention_mask,
                                      const Tensor& token_type_ids) const {
@@ -175,7 +172,7 @@ BertForSequenceClassification::BertForSequenceClassification(const BertConfig& c
   init_weights();
 }
 
-void BertForSequenceClassification::init_weights() { bert_init(*this, config.initializer_range); }
+void BertForSequenceClassification::init_weights() { init_bert_weights(*this, config.initializer_range); }
 
 SequenceClassifierOutput BertForSequenceClassification::forward(const Tensor& input_ids, const Tensor& attention_mask,
                                                                 const Tensor& token_type_ids, const Tensor& labels) const {

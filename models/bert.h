@@ -86,6 +86,11 @@ struct BertOutput {
   Tensor pooler_output;      ///< (B, hidden), undefined without a pooler
 };
 
+/// transformers' BertPreTrainedModel._init_weights over `root` and every module below it:
+/// N(0, initializer_range) for Linear and Embedding weights (the padding row zero), zero biases,
+/// unit LayerNorms. Other modules' parameters are left alone.
+void init_bert_weights(nn::Module& root, double initializer_range);
+
 class BertModel : public nn::Module {
  public:
   BertModel(const BertConfig& config, bool add_pooling_layer = true);

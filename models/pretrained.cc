@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "models/hub.h"
 #include "models/torch_pickle.h"
+#include "nn/init.h"
 
 namespace accel::models {
 
@@ -70,9 +71,30 @@ std::optional<std::string> find_in_checkpoint(const std::string& name, const std
   return std::nullopt;
 }
 
-// Copies checkpoint tensors into the module; returns the names left at their initialization.
+// The model was built under a SkipInitGuard: the modules owning a weight the checkpoint lacks get
+// BERT's initialization (transformers' _initialize_missing_keys), before the checkpoint's
+// weights are copied over the rest of them.
+void init_missing(nn::Module& model, const std::vector<std::string>& fresh, double initializer_range) {
+  std::set<std::string> missing(fresh.begin(), fresh.end());
+  for (auto& [prefix, module] : model.named_modules()) {
+    bool owns_missing = false;
+    for (auto& [name, param] : module->named_parameters(/*recurse=*/false)) {
+      owns_missing = missing.erase(prefix.empty() ? name : prefix + "." + name) > 0 || owns_missing;
+    }
+    if (!owns_missing) continue;
+    ACCEL_CHECK(dynamic_cast<nn::Linear*>(module) || dynamic_cast<nn::Embedding*>(module) ||
+                    dynamic_cast<nn::LayerNorm*>(module),
+                "from_pretrained: ", prefix, " (", module->type_name(), ") lacks weights in the checkpoint and "
+                "BERT's initialization does not cover it");
+    init_bert_weights(*module, initializer_range);  // a leaf: its own parameters
+  }
+  ACCEL_CHECK(missing.empty(), "from_pretrained: ", *missing.begin(), " is not a parameter of any module");
+}
+
+// Copies checkpoint tensors into the module, built without initialization; initializes the
+// weights the checkpoint lacks (and names them when verbose).
 void load_into(nn::Module& model, const std::map<std::string, Tensor>& weights, const std::string& model_prefix,
-               const std::string& source, bool verbose) {
+               const std::string& source, bool verbose, double initializer_range) {
   std::map<std::string, Tensor> matched;
   std::vector<std::string> fresh, mismatched;
   std::set<std::string> used;
@@ -101,6 +123,7 @@ void load_into(nn::Module& model, const std::map<std::string, Tensor>& weights, 
   ACCEL_CHECK(encoder_found > 0, source, ": the checkpoint holds no BERT encoder weights (expected names like "
               "\"encoder.layer.0.attention.self.query.weight\", with or without a \"bert.\" prefix); is it a "
               "checkpoint of another model?");
+  init_missing(model, fresh, initializer_range);
   model.load_state_dict(matched, /*strict=*/false);
   if (!verbose) return;
   if (!fresh.empty()) {
@@ -166,8 +189,12 @@ std::shared_ptr<BertModel> bert_from_pretrained(const std::string& model, const 
   std::string dir = resolve_model_dir(model);
   BertConfig config = load_config(dir, options);
   std::map<std::string, Tensor> weights = load_checkpoint_weights(dir);
-  auto bert = std::make_shared<BertModel>(config, checkpoint_has_pooler(weights));
-  load_into(*bert, weights, "", dir, options.verbose);
+  std::shared_ptr<BertModel> bert;
+  {
+    nn::init::SkipInitGuard skip_init;  // the checkpoint's weights overwrite it: drawing them would take seconds
+    bert = std::make_shared<BertModel>(config, checkpoint_has_pooler(weights));
+  }
+  load_into(*bert, weights, "", dir, options.verbose, config.initializer_range);
   return bert;
 }
 
@@ -175,8 +202,12 @@ std::shared_ptr<BertForSequenceClassification> bert_classifier_from_pretrained(c
                                                                                const PretrainedOptions& options) {
   std::string dir = resolve_model_dir(model);
   BertConfig config = load_config(dir, options);
-  auto classifier = std::make_shared<BertForSequenceClassification>(config);
-  load_into(*classifier, load_checkpoint_weights(dir), "bert.", dir, options.verbose);
+  std::shared_ptr<BertForSequenceClassification> classifier;
+  {
+    nn::init::SkipInitGuard skip_init;
+    classifier = std::make_shared<BertForSequenceClassification>(config);
+  }
+  load_into(*classifier, load_checkpoint_weights(dir), "bert.", dir, options.verbose, config.initializer_range);
   return classifier;
 }
 

@@ -8,6 +8,8 @@
 namespace accel::nn::init {
 
 namespace {
+thread_local bool skipping = false;
+
 void assign(Tensor& t, const Tensor& values) {
   NoGradGuard no_grad;
   t.copy_(values);
@@ -21,20 +23,27 @@ std::pair<double, double> fans(const Tensor& t) {
 }
 }  // namespace
 
+SkipInitGuard::SkipInitGuard() : previous_(skipping) { skipping = true; }
+SkipInitGuard::~SkipInitGuard() { skipping = previous_; }
+
 void normal_(Tensor& t, double mean, double std, Generator* generator) {
+  if (skipping) return;
   assign(t, randn(t.sizes(), {kFloat32, t.device()}, generator) * std + mean);
 }
 
 void uniform_(Tensor& t, double low, double high, Generator* generator) {
+  if (skipping) return;
   assign(t, rand(t.sizes(), {kFloat32, t.device()}, generator) * (high - low) + low);
 }
 
 void zeros_(Tensor& t) {
+  if (skipping) return;
   NoGradGuard no_grad;
   t.zero_();
 }
 
 void ones_(Tensor& t) {
+  if (skipping) return;
   NoGradGuard no_grad;
   t.fill_(1);
 }

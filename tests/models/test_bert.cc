@@ -23,7 +23,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "core/autocast.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -37,8 +36,12 @@
 #include <string>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/error.h"
+#include "core/random.h"
 #include "core/safetensors.h"
+#include "nn/init.h"
+#include "nn/layers.h"
 #include "nn/optim.h"
 #include "tests/core/tensor_compare.h"
 
@@ -352,6 +355,70 @@ TEST(BertPretrained, SharedTinyBertLoadsAndRuns) {
   // Post-LayerNorm outputs: each token's features have mean ~0 and unit variance before the
   // affine part, so with trained weights the values stay in a sane range.
   EXPECT_LT(abs(out.last_hidden_state).max().item<float>(), 100.0f);
+}
+
+// from_pretrained builds the model without initializing it (seconds for BERT-base, drawn only
+// to be overwritten) and initializes just what the checkpoint lacks, as transformers does:
+// every checkpoint tensor arrives exactly; the missing pooler and classifier and a LayerNorm
+// dropped from the file get BERT's initialization; nothing is left uninitialized.
+TEST(BertPretrained, InitializesOnlyTheWeightsTheCheckpointLacks) {
+  TempDir temp;
+  fs::path dir = temp.path / "model";
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(kSharedTinyBert) / "config.json", dir / "config.json");
+  std::map<std::string, Tensor> weights = safetensors::load(kSharedTinyBert + "/model.safetensors").tensors;
+  ASSERT_EQ(weights.erase("encoder.layer.1.output.LayerNorm.weight"), 1u);
+  safetensors::save((dir / "model.safetensors").string(), weights);
+
+  manual_seed(3);
+  auto model = bert_classifier_from_pretrained(dir.string(), quiet());
+  std::set<std::string> fresh;
+  for (auto& [name, param] : model->named_parameters()) {
+    const std::string key = name.substr(std::string("bert.").size());
+    if (name.starts_with("bert.") && weights.count(key)) {
+      EXPECT_TRUE(tensors_close(param, weights.at(key), 0, 0)) << name;
+    } else {
+      fresh.insert(name);
+    }
+  }
+  const std::set<std::string> expected = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
+                                          "classifier.bias", "bert.encoder.layer.1.output.LayerNorm.weight"};
+  EXPECT_EQ(fresh, expected);
+  const auto params = model->named_parameters();
+  auto param = [&](const std::string& name) {
+    for (auto& [n, p] : params) {
+      if (n == name) return p;
+    }
+    return Tensor();
+  };
+  EXPECT_TRUE(tensors_close(param("bert.encoder.layer.1.output.LayerNorm.weight"), ones({32}), 0, 0));
+  EXPECT_TRUE(tensors_close(param("classifier.bias"), zeros({2}), 0, 0));
+  EXPECT_TRUE(tensors_close(param("bert.pooler.dense.bias"), zeros({32}), 0, 0));
+  Tensor pooler = param("bert.pooler.dense.weight");  // N(0, 0.02): 1024 draws
+  EXPECT_NEAR(pooler.mean().item<double>(), 0.0, 0.003);
+  EXPECT_NEAR(accel::std(pooler).item<double>(), 0.02, 0.002);
+  EXPECT_GT(param("classifier.weight").abs().max().item<double>(), 0.0);
+
+  // What was drawn is drawn from the seeded generator: the same seed gives the same model.
+  manual_seed(3);
+  auto again = bert_classifier_from_pretrained(dir.string(), quiet());
+  for (auto& [name, p] : again->named_parameters()) EXPECT_TRUE(tensors_close(p, param(name), 0, 0)) << name;
+}
+
+TEST(BertPretrained, SkipInitGuardLeavesTensorsAndTheGeneratorAlone) {
+  Tensor t = full({4, 4}, 7.0);
+  manual_seed(5);
+  const uint64_t offset = default_generator().offset();
+  {
+    nn::init::SkipInitGuard skip;
+    nn::init::normal_(t);
+    nn::init::zeros_(t);
+    nn::Linear linear(4, 4);  // constructed, not initialized
+  }
+  EXPECT_TRUE(tensors_close(t, full({4, 4}, 7.0), 0, 0));
+  EXPECT_EQ(default_generator().offset(), offset);
+  nn::init::zeros_(t);  // the guard is gone
+  EXPECT_TRUE(tensors_close(t, zeros({4, 4}), 0, 0));
 }
 
 // ---- errors name the problem and the file ----
