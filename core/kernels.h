@@ -169,6 +169,11 @@ using AdamWMultiTensorFn = void(const std::vector<AdamWTensors>& tensors, const 
 using DropoutFn = void(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask);
 /// grad_in = grad * mask * scale, all contiguous.
 using DropoutBackwardFn = void(const Tensor& grad, const Tensor& mask, double scale, const Tensor& grad_in);
+/// The sum of the squares of every element of many contiguous floating tensors of one dtype on
+/// one device (a gradient norm), each square and the sums in double, over fixed chunks added in
+/// order, so the result depends on neither the thread count nor the launch: `out` is a float64
+/// scalar on that device. One call where the composition allocated and summed g * g per tensor.
+using SumOfSquaresFn = void(const std::vector<Tensor>& tensors, const Tensor& out);
 /// Copies bytes between devices (host<->device); same dtype and shape, both contiguous.
 using CrossDeviceCopyFn = void(const Tensor& src, const Tensor& dst);
 
@@ -205,6 +210,7 @@ inline constinit KernelSlot<DropoutFn> dropout{"dropout", "K dropout"};
 inline constinit KernelSlot<DropoutBackwardFn> dropout_backward{"dropout_backward", "K dropout_backward"};
 inline constinit KernelSlot<AdamWFn> adamw{"adamw", "K adamw"};
 inline constinit KernelSlot<AdamWMultiTensorFn> adamw_multi_tensor{"adamw_multi_tensor", "K adamw_multi_tensor"};
+inline constinit KernelSlot<SumOfSquaresFn> sum_of_squares{"sum_of_squares", "K sum_of_squares"};
 inline constinit KernelSlot<CrossDeviceCopyFn> cross_device_copy{"cross_device_copy", "K cross_device_copy"};
 
 }  // namespace kernels

@@ -118,6 +118,10 @@ Tensor var(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool
 Tensor std(const Tensor& x, const Shape& dims = {}, int64_t correction = 1, bool keepdim = false);
 /// Sums a gradient back to `shape` after broadcasting (used by backward rules).
 Tensor sum_to(const Tensor& x, const Shape& shape);
+/// The sum of the squares of every element of every tensor (floating, all on one device), in
+/// double: a float64 scalar on that device, so a gradient norm costs one read of the gradients
+/// and one synchronization (torch._foreach_norm's role). Not recorded for autograd.
+Tensor sum_of_squares(const std::vector<Tensor>& tensors);
 /// @}
 
 /// @name linear algebra (core/ops/linalg.cc)

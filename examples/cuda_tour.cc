@@ -101,7 +101,7 @@ bool write_slot_diagram(const std::string& path) {
       row(kernels::index_select, "index.cu"), row(kernels::index_add, "index.cu"), row(kernels::gather, "index.cu"),
       row(kernels::scatter_add, "index.cu"), row(kernels::random, "random.cu"), row(kernels::dropout, "random.cu"),
       row(kernels::dropout_backward, "random.cu"), row(kernels::adamw, "optim.cu"),
-      row(kernels::adamw_multi_tensor, "optim.cu"),
+      row(kernels::adamw_multi_tensor, "optim.cu"), row(kernels::sum_of_squares, "reduce.cu"),
       row(kernels::cross_device_copy, "runtime.cu"),
   };
   bool ok = true;

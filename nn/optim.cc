@@ -251,11 +251,24 @@ double grad_norm_partial(const std::vector<Tensor>& params, double norm_type) {
   NoGradGuard no_grad;
   bool infinity = std::isinf(norm_type);
   double total = 0.0;
+  if (norm_type == 2.0) {  // one sum_of_squares (one read, one synchronization) per device and dtype
+    std::vector<std::vector<Tensor>> groups;
+    for (const Tensor& p : params) {
+      if (!p.grad().defined()) continue;
+      auto same = [&](const std::vector<Tensor>& group) {
+        return group.front().device() == p.grad().device() && group.front().dtype() == p.grad().dtype();
+      };
+      auto group = std::find_if(groups.begin(), groups.end(), same);
+      if (group == groups.end()) groups.push_back({p.grad()});
+      else group->push_back(p.grad());
+    }
+    for (const std::vector<Tensor>& group : groups) total += sum_of_squares(group).item_double();
+    return total;
+  }
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
     const Tensor& g = p.grad();  // reductions accumulate in double whatever g's dtype
     if (infinity) total = std::max(total, amax(abs(g)).item_double());
-    else if (norm_type == 2.0) total += sum(g * g).item_double();
     else total += sum(pow(abs(g), norm_type)).item_double();
   }
   return total;

@@ -3,7 +3,8 @@
 // PyTorch's pairwise float sums. Two layouts get fast loops: reducing leading dims of a
 // contiguous tensor (bias gradients), and a few long contiguous runs (whole-tensor sums),
 // cut into blocks summed in parallel; everything else walks the reduced sub-space with strides,
-// one output element per iteration.
+// one output element per iteration. Also the sum of squares over many tensors (gradient norms).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -216,8 +217,44 @@ void reduce_kernel(ReduceOp op, const Tensor& in, const Shape& dims, const Tenso
   });
 }
 
+// Blocks of kSquaresBlock elements of the tensors' concatenation, each summed by one thread,
+// then added in block order.
+void sum_of_squares_kernel(const std::vector<Tensor>& tensors, const Tensor& out) {
+  constexpr int64_t kSquaresBlock = 16384;
+  std::vector<int64_t> starts(tensors.size() + 1, 0);  // starts[i]: tensor i's first element
+  for (size_t i = 0; i < tensors.size(); ++i) starts[i + 1] = starts[i] + tensors[i].numel();
+  const int64_t total = starts.back(), blocks = (total + kSquaresBlock - 1) / kSquaresBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+  if (!tensors.empty()) {
+    visit_floating(tensors.front().dtype(), "sum_of_squares", "cpu", [&]<typename T>() {
+      parallel_for(blocks, 1, [&](int64_t first_block, int64_t last_block) {
+        for (int64_t block = first_block; block < last_block; ++block) {
+          const int64_t begin = block * kSquaresBlock, end = std::min(total, begin + kSquaresBlock);
+          // The tensor holding element `begin`: the last start at or before it.
+          size_t i = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin()) - 1;
+          double acc = 0;
+          for (; i < tensors.size() && starts[i] < end; ++i) {
+            const T* data = tensors[i].data_ptr<T>();
+            const int64_t from = std::max(begin, starts[i]) - starts[i], to = std::min(end, starts[i + 1]) - starts[i];
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = from; j < to; ++j) {
+              const double x = static_cast<double>(opmath_t<T>(data[j]));
+              acc += x * x;
+            }
+          }
+          partial[static_cast<size_t>(block)] = acc;
+        }
+      });
+    });
+  }
+  double sum = 0;
+  for (double p : partial) sum += p;
+  out.data_ptr<double>()[0] = sum;
+}
+
 }  // namespace
 
 ACCEL_REGISTER_KERNEL(reduce, DeviceType::CPU, reduce_kernel);
+ACCEL_REGISTER_KERNEL(sum_of_squares, DeviceType::CPU, sum_of_squares_kernel);
 
 }  // namespace accel::cpu

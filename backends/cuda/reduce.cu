@@ -3,7 +3,8 @@
 // striding over the reduced sub-space, combined with warp shuffles. Floating sums accumulate
 // in double and integer sums in int64, as on the CPU; max/min follow the CPU's rules exactly
 // (the first NaN wins, else the first occurrence of the best value), so indices agree. Also the
-// fused multiply and column sum of linear_gelu's backward.
+// fused multiply and column sum of linear_gelu's backward, and the sum of squares over many
+// tensors (gradient norms).
 #include <algorithm>
 #include <cmath>
 
@@ -206,9 +207,58 @@ void mul_column_sum_kernel(const Tensor& a, const Tensor& b, const Tensor& out, 
   });
 }
 
+// Sum of squares: one block per chunk of kSquaresChunk elements of one tensor writes the chunk's
+// sum (in double) to its partial, one launch per tensor on the stream, no host synchronization;
+// a last one-thread kernel adds the partials in order, so the result does not vary between runs.
+constexpr int64_t kSquaresChunk = 65536;
+constexpr int kSquaresThreads = 256;
+
+template <typename T>
+__global__ void chunk_sum_of_squares(const T* data, int64_t n, double* partial) {
+  __shared__ double shared[32];
+  const int64_t begin = int64_t(blockIdx.x) * kSquaresChunk;
+  const int64_t end = begin + kSquaresChunk < n ? begin + kSquaresChunk : n;
+  double acc = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const double x = static_cast<double>(load_compute(data[i]));
+    acc += x * x;
+  }
+  acc = block_reduce(acc, SumOp{}, 0.0, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void add_partials_in_order(const double* partial, int64_t count, double* out) {
+  double sum = 0;
+  for (int64_t i = 0; i < count; ++i) sum += partial[i];
+  *out = sum;
+}
+
+void sum_of_squares_kernel(const std::vector<Tensor>& tensors, const Tensor& out) {
+  KernelContext context(out);
+  int64_t chunks = 0;
+  for (const Tensor& t : tensors) chunks += (t.numel() + kSquaresChunk - 1) / kSquaresChunk;
+  const Tensor partial = Tensor::empty({std::max<int64_t>(chunks, 1)}, kFloat64, out.device());
+  double* next = device_ptr<double>(partial);
+  if (!tensors.empty()) {
+    visit_floating_device(tensors.front().dtype(), "sum_of_squares", [&]<typename T>() {
+      for (const Tensor& t : tensors) {
+        const int64_t n = t.numel(), blocks = (n + kSquaresChunk - 1) / kSquaresChunk;
+        if (blocks == 0) continue;
+        chunk_sum_of_squares<T><<<static_cast<unsigned>(blocks), kSquaresThreads, 0, context.stream>>>(
+            device_ptr<const T>(t), n, next);
+        ACCEL_CUDA_CHECK_LAUNCH();
+        next += blocks;
+      }
+    });
+  }
+  add_partials_in_order<<<1, 1, 0, context.stream>>>(device_ptr<const double>(partial), chunks, device_ptr<double>(out));
+  ACCEL_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 ACCEL_REGISTER_KERNEL(reduce, DeviceType::CUDA, reduce_kernel);
 ACCEL_REGISTER_KERNEL(mul_column_sum, DeviceType::CUDA, mul_column_sum_kernel);
+ACCEL_REGISTER_KERNEL(sum_of_squares, DeviceType::CUDA, sum_of_squares_kernel);
 
 }  // namespace accel::cuda

@@ -162,4 +162,31 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return out.reshape(shape);
 }
 
+Tensor sum_of_squares(const std::vector<Tensor>& tensors) {
+  ACCEL_CHECK(!tensors.empty(), "sum_of_squares: expected at least one tensor");
+  const Device device = tensors.front().device();
+  const DType dtype = tensors.front().dtype();
+  std::vector<Tensor> contiguous;
+  contiguous.reserve(tensors.size());
+  for (const Tensor& t : tensors) {
+    detail::check_defined(t, "sum_of_squares", "tensor");
+    ACCEL_CHECK(t.device() == device && t.dtype() == dtype && t.is_floating_point(), "sum_of_squares: expected "
+                "floating tensors of one dtype on one device, got ", dtype_name(dtype), " on ", device.str(), " and ",
+                dtype_name(t.dtype()), " on ", t.device().str());
+    contiguous.push_back(t.contiguous());
+  }
+  NoGradGuard no_grad;
+  if (!kernels::sum_of_squares.has(device.type)) {  // a backend without the kernel: per tensor, in double
+    Tensor total = zeros({}, {kFloat64, device});
+    for (const Tensor& t : contiguous) {
+      Tensor wide = t.to(kFloat64);
+      total.add_(sum(wide * wide));
+    }
+    return total;
+  }
+  Tensor out = Tensor::empty({}, kFloat64, device);
+  kernels::sum_of_squares(device, contiguous, out);
+  return out;
+}
+
 }  // namespace accel

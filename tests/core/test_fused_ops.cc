@@ -5,7 +5,9 @@
 // saves gelu'(x) for backward instead of x: the gradient bit for bit what the recomputing
 // backward kernel gives) and its accuracy in the negative tail, and add_layer_norm
 // (layer_norm(x + residual) in one pass; outputs and the gradients of x, residual, weight and
-// bias; the composition for broadcasting; fp32 under autocast).
+// bias; the composition for broadcasting; fp32 under autocast), and sum_of_squares (the gradient
+// norm's one pass) against float64 at any thread count.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +15,7 @@
 
 #include "core/autocast.h"
 #include "core/autograd/grad_mode.h"
+#include "core/error.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
 #include "core/ops.h"
@@ -208,6 +211,36 @@ TEST(AddLayerNorm, BroadcastingTakesTheCompositionAndAutocastNormalizesInFp32) {
   Tensor out = add_layer_norm(low, x, {8}, w, b);
   EXPECT_EQ(out.dtype(), kFloat32);  // layer_norm runs in fp32 under autocast
   EXPECT_TRUE(tensors_close(out, layer_norm(low + x, {8}, w, b), 1e-6, 1e-6));
+}
+
+// sum_of_squares (the gradient norm's one pass): the float64 composition's value over tensors
+// of every size class (empty, within one block, across blocks), the same bits at any thread
+// count, and clear errors for mixed dtypes and no tensors.
+TEST(SumOfSquares, MatchesFloat64AndDoesNotDependOnTheThreadCount) {
+  for (DType dtype : {kFloat32, kBFloat16, kFloat64}) {
+    std::vector<Tensor> tensors;
+    double expected = 0;
+    for (int64_t size : {int64_t(0), int64_t(5), int64_t(16384 * 2 + 3), int64_t(1000)}) {
+      tensors.push_back(randn({size}).to(dtype));
+      Tensor wide = tensors.back().to(kFloat64);
+      expected += sum(wide * wide).item<double>();
+    }
+    const int threads = get_num_threads();
+    set_num_threads(1);
+    const double one_thread = sum_of_squares(tensors).item<double>();
+    set_num_threads(threads);
+    Tensor result = sum_of_squares(tensors);
+    EXPECT_EQ(result.dtype(), kFloat64);
+    EXPECT_NEAR(result.item<double>(), expected, 1e-12 * expected) << dtype_name(dtype);
+    EXPECT_EQ(result.item<double>(), one_thread) << dtype_name(dtype);
+  }
+  EXPECT_THROW(sum_of_squares({}), Error);
+  try {
+    sum_of_squares({randn({3}), randn({3}).to(kBFloat16)});
+    ADD_FAILURE() << "mixed dtypes were accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("one dtype on one device"));
+  }
 }
 
 }  // namespace

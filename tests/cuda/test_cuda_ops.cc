@@ -708,6 +708,26 @@ TEST(CudaOps, FusedAdamWMultiTensorMatchesThePerTensorKernelAndTheCpu) {
   }
 }
 
+// The gradient norm's sum of squares: tensors of several chunks and of none, in every
+// floating dtype. Both sides square and add in double (in other chunk orders), so even
+// float32 agrees to 1e-12; the CUDA result must also be the same bits on a second run.
+TEST(CudaOps, SumOfSquaresMatchesTheCpu) {
+  SKIP_WITHOUT_GPU_UNLESS_SELF_TEST();
+  for (DType dtype : {kFloat32, kFloat16, kBFloat16}) {
+    std::vector<Tensor> cpu, device;
+    for (int64_t size : {int64_t(1), int64_t(0), int64_t(65536 * 3 + 17), int64_t(1001), int64_t(65536)}) {
+      cpu.push_back(random_input({size}, dtype, 300 + size % 97));
+      device.push_back(cpu.back().to(kCuda));
+    }
+    Tensor expected = sum_of_squares(cpu);
+    Tensor got = sum_of_squares(device), again = sum_of_squares(device);
+    ACCEL_CUDA_SYNC_FOR_TEST();
+    EXPECT_EQ(got.dtype(), kFloat64);
+    EXPECT_TRUE(tensors_close(got.cpu(), expected, 1e-12, 0)) << "sum_of_squares in " << dtype_name(dtype);
+    EXPECT_EQ(got.cpu().item<double>(), again.cpu().item<double>()) << "sum_of_squares in " << dtype_name(dtype);
+  }
+}
+
 // ---- runtime: allocator, streams, copies --------------------------------------------------
 
 TEST(CudaRuntime, CachingAllocatorRoundsReusesAndReportsStatistics) {
