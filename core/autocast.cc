@@ -30,7 +30,8 @@ Tensor inference_cast(const Tensor& weight) {
   if (!DerivedTensor::can_keep(weight)) return cast();
   auto [entry, inserted] = state.inference_casts.try_emplace(weight.impl());
   if (inserted) {
-    std::erase_if(state.inference_casts, [&](const auto& kv) { return kv.first != weight.impl() && kv.second.is_stale(); });
+    std::erase_if(state.inference_casts,
+                  [&](const auto& kv) { return kv.first != weight.impl() && kv.second.is_stale(); });
   }
   DerivedTensor& kept = entry->second;
   if (kept.value().defined() && kept.value().dtype() != dtype) kept.reset();

@@ -9,7 +9,9 @@ bool DerivedTensor::Source::is(const Tensor& t) const {
          strides == t.strides() && dtype == t.dtype() && version == t.version();
 }
 
-bool DerivedTensor::can_keep(const Tensor& source) { return source.defined() && !source.storage()->has_been_released(); }
+bool DerivedTensor::can_keep(const Tensor& source) {
+  return source.defined() && !source.storage()->has_been_released();
+}
 
 bool DerivedTensor::matches(std::initializer_list<const Tensor*> sources) const {
   if (!value_.defined() || sources.size() != sources_.size()) return false;

@@ -251,7 +251,8 @@ void sum_of_squares_kernel(const std::vector<Tensor>& tensors, const Tensor& out
       }
     });
   }
-  add_partials_in_order<<<1, 1, 0, context.stream>>>(device_ptr<const double>(partial), chunks, device_ptr<double>(out));
+  add_partials_in_order<<<1, 1, 0, context.stream>>>(device_ptr<const double>(partial), chunks,
+                                                      device_ptr<double>(out));
   ACCEL_CUDA_CHECK_LAUNCH();
 }
 
