@@ -33,9 +33,7 @@ Tensor inference_cast(const Tensor& weight) {
     std::erase_if(state.inference_casts,
                   [&](const auto& kv) { return kv.first != weight.impl() && kv.second.is_stale(); });
   }
-  DerivedTensor& kept = entry->second;
-  if (kept.value().defined() && kept.value().dtype() != dtype) kept.reset();
-  return kept.get({&weight}, cast);
+  return entry->second.get({&weight}, dtype, cast);
 }
 }  // namespace
 

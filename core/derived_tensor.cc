@@ -29,8 +29,9 @@ bool DerivedTensor::is_stale() const {
   return false;
 }
 
-Tensor DerivedTensor::get(std::initializer_list<const Tensor*> sources, const std::function<Tensor()>& compute) {
-  if (matches(sources)) return value_;
+Tensor DerivedTensor::get(std::initializer_list<const Tensor*> sources, DType dtype,
+                          const std::function<Tensor()>& compute) {
+  if (matches(sources) && value_.dtype() == dtype) return value_;
   reset();
   Tensor value = compute();
   for (const Tensor* t : sources) {

@@ -21,9 +21,10 @@ class DerivedTensor {
   /// Whether a source can be remembered (defined, and its storage never released).
   static bool can_keep(const Tensor& source);
 
-  /// The kept value if it still derives from these sources, else compute()'s result, kept for
-  /// next time when every source can_keep (returned without keeping otherwise).
-  Tensor get(std::initializer_list<const Tensor*> sources, const std::function<Tensor()>& compute);
+  /// The kept value if it still derives from these sources and has `dtype`, else compute()'s
+  /// result (of that dtype), kept for next time when every source can_keep (returned without
+  /// keeping otherwise).
+  Tensor get(std::initializer_list<const Tensor*> sources, DType dtype, const std::function<Tensor()>& compute);
   /// Whether the kept value, if any, was derived from these sources as they are now.
   bool matches(std::initializer_list<const Tensor*> sources) const;
   /// Whether some source of the kept value is gone (its storage freed), so it can never match.

@@ -64,16 +64,13 @@ std::pair<Tensor, Tensor> MultiHeadSelfAttention::stacked_projections(bool recor
   // the weights are held once more in all (not twice).
   const DType dtype = autocast::is_enabled() ? autocast::low_precision_dtype() : query->weight.dtype();
   std::lock_guard<std::mutex> lock(stacked_mutex_);
-  for (DerivedTensor* kept : {&stacked_weight_, &stacked_bias_}) {
-    if (kept->value().defined() && kept->value().dtype() != dtype) kept->reset();
-  }
   auto stack_as = [&](const Tensor& q, const Tensor& k, const Tensor& v) {
     Tensor stacked = cat({q, k, v}, 0);
     return stacked.dtype() == dtype ? stacked : stacked.to(dtype);
   };
-  Tensor weight = stacked_weight_.get({&query->weight, &key->weight, &value->weight},
+  Tensor weight = stacked_weight_.get({&query->weight, &key->weight, &value->weight}, dtype,
                                       [&] { return stack_as(query->weight, key->weight, value->weight); });
-  Tensor bias = stacked_bias_.get({&query->bias, &key->bias, &value->bias},
+  Tensor bias = stacked_bias_.get({&query->bias, &key->bias, &value->bias}, dtype,
                                   [&] { return stack_as(query->bias, key->bias, value->bias); });
   return {weight, bias};
 }

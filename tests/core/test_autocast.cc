@@ -117,7 +117,7 @@ TEST(DerivedTensor, RecomputesWhenASourceChangesItsStorageLayoutOrVersion) {
   int computed = 0;
   DerivedTensor kept;
   auto sum = [&](const Tensor& x, const Tensor& y) {
-    return kept.get({&x, &y}, [&] {
+    return kept.get({&x, &y}, kFloat32, [&] {
       ++computed;
       return x + y;
     });
