@@ -56,6 +56,15 @@ void convert_rows(const T* from, int64_t ld, int64_t rows, int64_t D, float* to)
     for (int64_t c = 0; c < D; ++c) to[r * D + c] = float(from[r * ld + c]);
   }
 }
+// bfloat16 is the top half of a float: a shift on the bits, which the compiler vectorizes
+// (through BFloat16's conversion operator it kept a scalar loop).
+template <>
+void convert_rows(const BFloat16* from, int64_t ld, int64_t rows, int64_t D, float* to) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(from);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < D; ++c) to[r * D + c] = std::bit_cast<float>(uint32_t(bits[r * ld + c]) << 16);
+  }
+}
 FloatMatrix head_as_float(const HeadView& view, int64_t b, int64_t h, int64_t rows, int64_t D,
                           std::vector<float>& buffer) {
   if (view.t.dtype() == kFloat32) return {view.at<float>(b, h), view.ld()};
@@ -125,27 +134,29 @@ void unmark_dropped(const float* saved, float scale, int64_t n, float* P, char* 
   }
 }
 
-// In place: row = softmax(row + mask_row) over n entries; mask_row may be null.
-// The max and the sum are SIMD reductions (lane-wise partial results, combined at the end), so
-// they do not add in index order: the sum may differ from a sequential one in its last bits.
+// In place: row = softmax(row + mask_row) over n entries; mask_row may be null. Three sweeps:
+// mask and max, exponent and sum (vec::exp_shifted_sum), scale. The max and the sum are SIMD
+// reductions (lane-wise partial results, combined at the end), so they do not add in index
+// order: the sum may differ from a sequential one in its last bits.
 void masked_softmax_row(float* row, const float* mask_row, int64_t mask_stride, int64_t n) {
-  if (mask_row != nullptr && mask_stride == 1) {  // the usual contiguous mask row: a unit-stride loop
-    for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c];
-  } else if (mask_row != nullptr) {
-    for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c * mask_stride];
-  }
   // std::max's semantics (a NaN entry is passed over) written as the comparison gcc turns into
   // a vector max; with std::max it kept a scalar loop despite the pragma.
   float max_value = -INFINITY;
+  if (mask_row != nullptr && mask_stride == 1) {  // the usual contiguous mask row: a unit-stride loop
 #pragma omp simd reduction(max : max_value)
-  for (int64_t c = 0; c < n; ++c) max_value = row[c] > max_value ? row[c] : max_value;
+    for (int64_t c = 0; c < n; ++c) {
+      row[c] += mask_row[c];
+      max_value = row[c] > max_value ? row[c] : max_value;
+    }
+  } else {
+    if (mask_row != nullptr) {
+      for (int64_t c = 0; c < n; ++c) row[c] += mask_row[c * mask_stride];
+    }
+#pragma omp simd reduction(max : max_value)
+    for (int64_t c = 0; c < n; ++c) max_value = row[c] > max_value ? row[c] : max_value;
+  }
   if (std::isinf(max_value) && max_value < 0) max_value = 0;  // all -inf: as the softmax kernel
-  for (int64_t c = 0; c < n; ++c) row[c] -= max_value;
-  vec::exp(row, row, n);
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t c = 0; c < n; ++c) sum += row[c];
-  const float inv = 1.0f / sum;
+  const float inv = 1.0f / vec::exp_shifted_sum(row, max_value, n);
   for (int64_t c = 0; c < n; ++c) row[c] *= inv;
 }
 
