@@ -8,8 +8,9 @@
 # ratio = accel_ms / torch_ms (below 1: accel is faster). gemm_share: accel's GEMM throughput
 # inside the step (its analytic GEMM FLOPs over the time ACCEL_PROFILE measures in the matmul
 # and linear_gelu kernels; the fused attention's own small GEMMs are left out of both) as a
-# share of this machine's oneDNN GEMM ceiling (the best fp32 GFLOP/s raw oneDNN
-# reaches on the step's GEMM shapes in bench_gemm). PyTorch runs at its best: its build configuration is
+# share of this machine's oneDNN GEMM ceiling in the step's dtype (the best GFLOP/s raw
+# oneDNN reaches on the step's GEMM shapes in that dtype in bench_gemm: bf16 has its own, which
+# on AMX is several times the fp32 one). PyTorch runs at its best: its build configuration is
 # printed, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are unset for its command alone.
 #
 # Usage: bench/bert_step.sh [--quick] [--threads N] [--rounds R] [--model M] [--dtype D]
@@ -123,16 +124,17 @@ def kernel_ms_per_step(path):
                 table[m.group(1)] = float(m.group(2)) / steps
     return table
 
-def ceiling_gflops(model):
-    """The best fp32 GFLOP/s raw oneDNN reached on this model's step GEMMs (bench_gemm's
-    JSON lines): the machine's GEMM ceiling at these shapes. bf16 steps are measured against
-    it too, since without AVX512-BF16 the 16-bit GEMMs run through fp32."""
+def ceiling_gflops(model, dtype):
+    """The best GFLOP/s raw oneDNN reached on this model's step GEMMs in `dtype` (bench_gemm's
+    JSON lines): the machine's GEMM ceiling at these shapes. Without native bf16 units the
+    bf16 ceiling is that of oneDNN's fallback, which accel does not take (it multiplies in
+    fp32), so a bf16 share above 1 there says so rather than a fault."""
     best = None
     for line in open(os.path.join(logs, "gemm.log")):
         if not line.startswith("{"):
             continue
         r = json.loads(line)
-        if r["case"].startswith(model + "/") and r["dtype"] == "f32" and r["onednn_ms"]:
+        if r["case"].startswith(model + "/") and r["dtype"] == dtype and r["onednn_ms"]:
             best = max(best or 0.0, r["flop"] / (r["onednn_ms"] * 1e6))
     return best
 
@@ -143,7 +145,7 @@ for config in configs:
     torch = [last_json(p) for p in sorted(glob.glob(os.path.join(logs, f"torch_{tag}_*.log")))]
     a, t = min(accel, key=lambda r: r["ms"]), min(torch, key=lambda r: r["ms"])
     share = None
-    kernels, ceiling = kernel_ms_per_step(os.path.join(logs, f"profile_{tag}.log")), ceiling_gflops(model)
+    kernels, ceiling = kernel_ms_per_step(os.path.join(logs, f"profile_{tag}.log")), ceiling_gflops(model, dtype)
     gemm_ms = kernels.get("matmul", 0.0) + kernels.get("linear_gelu", 0.0)  # the GEMM kernels
     if gemm_ms and ceiling:
         flops = gemm_flops(shapes[model], mode, attention="attention" not in kernels)

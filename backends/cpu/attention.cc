@@ -7,7 +7,12 @@
 // region; the parallelism is over the (batch, head) items. 16-bit q, k and v (autocast's
 // projections) are converted per item into float32 scratch while they are in cache, and their
 // gradients computed in float32 scratch and rounded once into the 16-bit outputs: the same
-// values as float32 casts made beforehand, without those casts' passes over memory.
+// values as float32 casts made beforehand, without those casts' passes over memory. They stay
+// float32 products even where the CPU has AMX: oneDNN 2.6 offers bf16 GEMMs only as matmul
+// primitives, at head sizes (128 x 128 x 32) one costs nearly as much inside this loop as
+// dnnl_sgemm (its per-call setup and operand reorders eat the tiles' speed), and the dense
+// copies of the heads it needs (strided operands drop it off AMX) cost the rest
+// (bench/README.md, ninth session).
 #include <algorithm>
 #include <bit>
 #include <cmath>
