@@ -5,9 +5,9 @@
 // under AVX): CMakeLists.txt compiles this file with -fno-math-errno, without which GCC keeps
 // std::sqrt a scalar call so that it could set errno for a negative input (never the case
 // here: v is a sum of squares).
-#include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/concatenation.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
 
@@ -56,25 +56,20 @@ void adamw_kernel(const Tensor& param, const Tensor& grad, const Tensor& exp_avg
   });
 }
 
-// All tensor sets laid end to end as one range of elements, split evenly among the threads
-// of a single parallel loop; each thread walks its part tensor by tensor. Splitting by
-// elements rather than into fixed chunks keeps the threads equally loaded whatever the mix
-// of sizes (a BERT has ~200 tensors, from 2 to 23M elements).
+// All tensor sets laid end to end as one range of elements (concatenation.h), split evenly
+// among the threads of a single parallel loop; each thread walks its part tensor by tensor.
 void adamw_multi_tensor_kernel(const std::vector<kernels::AdamWTensors>& tensors, const kernels::AdamWHyper& h) {
   if (tensors.empty()) return;
   visit_floating(tensors.front().param.dtype(), "adamw_multi_tensor", "cpu", [&]<typename T>() {
     const AdamWConstants<opmath_t<T>> k(h);
-    std::vector<int64_t> starts(tensors.size() + 1, 0);  // starts[i]: the first element of tensor set i
-    for (size_t i = 0; i < tensors.size(); ++i) starts[i + 1] = starts[i] + tensors[i].param.numel();
+    const std::vector<int64_t> starts =
+        concatenation_starts(tensors, [](const kernels::AdamWTensors& set) { return set.param.numel(); });
     parallel_for(starts.back(), 16384, [&](int64_t begin, int64_t end) {
-      // The tensor set holding element `begin`: the last start at or before it.
-      size_t i = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin()) - 1;
-      for (; i < tensors.size() && starts[i] < end; ++i) {
+      for_each_piece(starts, begin, end, [&](size_t i, int64_t first, int64_t last) {
         const kernels::AdamWTensors& set = tensors[i];
-        const int64_t first = std::max(begin, starts[i]) - starts[i], last = std::min(end, starts[i + 1]) - starts[i];
         adamw_span(set.param.data_ptr<T>(), set.grad.data_ptr<T>(), set.exp_avg.data_ptr<T>(),
                    set.exp_avg_sq.data_ptr<T>(), first, last, k);
-      }
+      });
     });
   });
 }

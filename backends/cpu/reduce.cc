@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backends/cpu/concatenation.h"
 #include "core/kernels.h"
 #include "core/parallel.h"
 
@@ -221,8 +222,7 @@ void reduce_kernel(ReduceOp op, const Tensor& in, const Shape& dims, const Tenso
 // then added in block order.
 void sum_of_squares_kernel(const std::vector<Tensor>& tensors, const Tensor& out) {
   constexpr int64_t kSquaresBlock = 16384;
-  std::vector<int64_t> starts(tensors.size() + 1, 0);  // starts[i]: tensor i's first element
-  for (size_t i = 0; i < tensors.size(); ++i) starts[i + 1] = starts[i] + tensors[i].numel();
+  const std::vector<int64_t> starts = concatenation_starts(tensors, [](const Tensor& t) { return t.numel(); });
   const int64_t total = starts.back(), blocks = (total + kSquaresBlock - 1) / kSquaresBlock;
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
   if (!tensors.empty()) {
@@ -230,18 +230,17 @@ void sum_of_squares_kernel(const std::vector<Tensor>& tensors, const Tensor& out
       parallel_for(blocks, 1, [&](int64_t first_block, int64_t last_block) {
         for (int64_t block = first_block; block < last_block; ++block) {
           const int64_t begin = block * kSquaresBlock, end = std::min(total, begin + kSquaresBlock);
-          // The tensor holding element `begin`: the last start at or before it.
-          size_t i = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin()) - 1;
           double acc = 0;
-          for (; i < tensors.size() && starts[i] < end; ++i) {
+          for_each_piece(starts, begin, end, [&](size_t i, int64_t from, int64_t to) {
             const T* data = tensors[i].data_ptr<T>();
-            const int64_t from = std::max(begin, starts[i]) - starts[i], to = std::min(end, starts[i + 1]) - starts[i];
-#pragma omp simd reduction(+ : acc)
+            double piece = 0;
+#pragma omp simd reduction(+ : piece)
             for (int64_t j = from; j < to; ++j) {
               const double x = static_cast<double>(opmath_t<T>(data[j]));
-              acc += x * x;
+              piece += x * x;
             }
-          }
+            acc += piece;
+          });
           partial[static_cast<size_t>(block)] = acc;
         }
       });
