@@ -117,17 +117,19 @@ void matmul_eigen_f64(const Tensor& a, const Tensor& b, const Tensor& bias, cons
   }
 }
 
-// A row-major B (K x N) whose row stride is a multiple of 4 KiB puts the rows of every column
-// block into one L1 cache set, and oneDNN's brgemm, which gathers B a few columns at a time,
-// then runs at 35-40% of its speed: BERT-base's float32 FFN (rows of 3072 floats, 12 KiB) in
-// backward, 1024x768 @ 768x3072 at 149 GFLOP/s against 409 with the rows 64 bytes further
-// apart (Sapphire Rapids, 2 threads). Such a B is copied into padded rows first where M is
-// large enough for the copy (K x N elements, streamed) to cost less than it saves; below that
-// it is multiplied as it is.
-constexpr int64_t kAliasingStrideBytes = 4096, kMinRowsForPaddedCopy = 256;
+// A row-major float32 B (K x N) whose rows are a multiple of 1 KiB apart maps them into at
+// most 4 of the L1 cache's 64 sets, and oneDNN's brgemm, which gathers B a few columns at a
+// time across many rows, slows down: BERT-base's backward products dY @ W (W rows of 768, 2304
+// or 3072 floats) ran at 370, 377 and 157 GFLOP/s against 410, 411 and 420 with the rows 64
+// bytes further apart (Sapphire Rapids, 2 threads). Such a B is copied into padded rows first
+// where M is large enough for the copy (K x N elements, streamed) to cost less than it saves
+// (at M = 256 it did not). Not for bf16: on AMX its GEMMs are five times faster and the copy
+// is not, so there it made ffn_down's grad_x 40% slower.
+constexpr int64_t kAliasingStrideBytes = 1024, kMinRowsForPaddedCopy = 512;
 Tensor with_padded_rows_if_aliasing(const Tensor& b, int64_t M) {
   const int64_t row_bytes = b.stride(1) * b.element_size();
-  const bool aliasing = b.stride(2) == 1 && b.size(1) > 1 && row_bytes % kAliasingStrideBytes == 0;
+  const bool aliasing = b.dtype() == kFloat32 && b.stride(2) == 1 && b.size(1) > 1 &&
+                        row_bytes % kAliasingStrideBytes == 0;
   if (!aliasing || M < kMinRowsForPaddedCopy) return b;
   const int64_t pad = 64 / b.element_size();  // one cache line
   Tensor padded = Tensor::empty({b.size(0), b.size(1), b.size(2) + pad}, b.dtype()).narrow(2, 0, b.size(2));

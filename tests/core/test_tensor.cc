@@ -290,21 +290,18 @@ TEST(Ops, MatmulSemantics) {
   EXPECT_THAT(error_of([&] { matmul(a, a); }), HasSubstr("matmul: shapes [2, 3] and [2, 3] cannot be multiplied"));
 }
 
-// A B operand whose rows lie 4 KiB apart (the float32 weight of a 1024-wide layer, a view
-// into one) is copied into padded rows before oneDNN multiplies it (matmul.cc says why): the
-// products, batched or not, float32 or bfloat16, are the ones float64 gives.
-TEST(Ops, MatmulWithRowsFourKibApartMatchesFloat64) {
+// A float32 B operand whose rows lie a multiple of 1 KiB apart (BERT-base's 768-wide weights,
+// a view into one) is copied into padded rows before oneDNN multiplies it (matmul.cc says
+// why): the products, batched or not, are the ones float64 gives.
+TEST(Ops, MatmulWithRowsAMultipleOfOneKibApartMatchesFloat64) {
   Generator gen(5);
-  Tensor a = randn({2, 256, 64}, kFloat32, &gen), wide = randn({2, 64, 1024}, kFloat32, &gen);
-  for (const Tensor& b : {wide, wide.narrow(2, 0, 1000), wide.select(0, 1)}) {
+  Tensor a = randn({2, 512, 64}, kFloat32, &gen), wide = randn({2, 64, 768}, kFloat32, &gen);
+  for (const Tensor& b : {wide, wide.narrow(2, 0, 700), wide.select(0, 1)}) {
     SCOPED_TRACE(b.shape_string());
-    ASSERT_EQ(b.stride(b.dim() - 2) * b.element_size(), 4096);
+    ASSERT_EQ(b.stride(b.dim() - 2) * b.element_size(), 3072);
     Tensor expected = matmul(a.to(kFloat64), b.to(kFloat64));
     EXPECT_TRUE(allclose(matmul(a, b).to(kFloat64), expected, 1e-5, 1e-5));
   }
-  Tensor a16 = a.to(kBFloat16), b16 = randn({2, 64, 2048}, kFloat32, &gen).to(kBFloat16);  // 2048 bf16: 4 KiB
-  Tensor expected16 = matmul(a16.to(kFloat64), b16.to(kFloat64));
-  EXPECT_TRUE(allclose(matmul(a16, b16).to(kFloat64), expected16, 1e-2, 1e-2));
 }
 
 TEST(Ops, ErrorsNameTheOpAndShapes) {
