@@ -132,9 +132,12 @@ Tensor with_padded_rows_if_aliasing(const Tensor& b, int64_t M) {
                         row_bytes % kAliasingStrideBytes == 0;
   if (!aliasing || M < kMinRowsForPaddedCopy) return b;
   const int64_t pad = 64 / b.element_size();  // one cache line
-  Tensor padded = Tensor::empty({b.size(0), b.size(1), b.size(2) + pad}, b.dtype()).narrow(2, 0, b.size(2));
-  padded.copy_(b);
-  return padded;
+  // A broadcast batch (stride 0: one matrix for every batch) is padded once and broadcast again.
+  const bool broadcast = b.stride(0) == 0;
+  const Tensor source = broadcast ? b.narrow(0, 0, 1) : b;
+  Tensor padded = Tensor::empty({source.size(0), b.size(1), b.size(2) + pad}, b.dtype()).narrow(2, 0, b.size(2));
+  padded.copy_(source);
+  return broadcast ? padded.expand(b.sizes()) : padded;
 }
 
 bool try_onednn(const Tensor& a, const Tensor& b_in, const Tensor& bias, const Tensor& out, bool accumulate,

@@ -292,11 +292,12 @@ TEST(Ops, MatmulSemantics) {
 
 // A float32 B operand whose rows lie a multiple of 1 KiB apart (BERT-base's 768-wide weights,
 // a view into one) is copied into padded rows before oneDNN multiplies it (matmul.cc says
-// why): the products, batched or not, are the ones float64 gives.
+// why): the products, batched, broadcast over the batch or not batched, are the ones float64
+// gives.
 TEST(Ops, MatmulWithRowsAMultipleOfOneKibApartMatchesFloat64) {
   Generator gen(5);
   Tensor a = randn({2, 512, 64}, kFloat32, &gen), wide = randn({2, 64, 768}, kFloat32, &gen);
-  for (const Tensor& b : {wide, wide.narrow(2, 0, 700), wide.select(0, 1)}) {
+  for (const Tensor& b : {wide, wide.narrow(2, 0, 700), wide.select(0, 1), wide.narrow(0, 0, 1)}) {
     SCOPED_TRACE(b.shape_string());
     ASSERT_EQ(b.stride(b.dim() - 2) * b.element_size(), 3072);
     Tensor expected = matmul(a.to(kFloat64), b.to(kFloat64));
