@@ -49,9 +49,14 @@ MatrixLayout layout_of(const Tensor& t, int64_t batch) {
   return {{b, rows, cols}, {s_batch, s_row, s_col}};
 }
 
+// Primitives are shared by every thread, and oneDNN's own scratchpad (one per thread, common to
+// all primitives) allows no such sharing: two threads running one primitive at once got wrong
+// products. So each execution brings its own scratchpad (scratchpad_mode::user), which makes
+// concurrent executions of one primitive safe.
 struct CachedMatmul {
   dnnl::matmul primitive;
   bool is_reference;  // oneDNN's slow reference kernel: no native support for this dtype
+  memory::desc scratchpad_desc;
 };
 
 std::mutex cache_mutex;
@@ -85,12 +90,13 @@ const CachedMatmul* get_primitive(const MatrixLayout& a, const MatrixLayout& b, 
   if (accumulate) ops.append_sum(1.0f);
   if (gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
   attr.set_post_ops(ops);
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   try {
     dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
                                    : dnnl::matmul::desc(a_md, b_md, c_md);
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
     bool is_ref = std::string(pd.impl_info_str()).find("ref") != std::string::npos;
-    auto [inserted, ok] = cache.emplace(key, CachedMatmul{dnnl::matmul(pd), is_ref});
+    auto [inserted, ok] = cache.emplace(key, CachedMatmul{dnnl::matmul(pd), is_ref, pd.scratchpad_desc()});
     return &inserted->second;
   } catch (const dnnl::error&) {
     return nullptr;  // no oneDNN implementation for this layout/dtype
@@ -155,6 +161,12 @@ bool try_onednn(const Tensor& a, const Tensor& b_in, const Tensor& bias, const T
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
   if (bias.defined()) {
     args.emplace(DNNL_ARG_BIAS, memory({{1, 1, N}, dt, memory::dims{N, N, 1}}, engine, bias.data_ptr()));
+  }
+  const size_t scratchpad_bytes = cached->scratchpad_desc.get_size();
+  Tensor scratchpad;  // from the caching allocator: no fresh pages per call
+  if (scratchpad_bytes > 0) {
+    scratchpad = Tensor::empty({static_cast<int64_t>((scratchpad_bytes + 3) / 4)}, kFloat32);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(cached->scratchpad_desc, engine, scratchpad.data_ptr()));
   }
   dnnl::stream stream(engine);
   cached->primitive.execute(stream, args);

@@ -4,8 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "backends/cpu/philox.h"
 #include "core/ops.h"
@@ -303,6 +306,37 @@ TEST(Ops, MatmulWithRowsAMultipleOfOneKibApartMatchesFloat64) {
     Tensor expected = matmul(a.to(kFloat64), b.to(kFloat64));
     EXPECT_TRUE(allclose(matmul(a, b).to(kFloat64), expected, 1e-5, 1e-5));
   }
+}
+
+// Several threads running the same GEMM and attention shapes at once (a server answering
+// requests on one model): oneDNN primitives are shared between threads, and oneDNN's default
+// scratchpad is not, so this once gave wrong products (matmul.cc: scratchpad_mode::user).
+// scripts/sanitize.sh also runs it under ThreadSanitizer.
+TEST(Ops, ConcurrentProductsFromSeveralThreadsAreRight) {
+  Generator gen(6);
+  Tensor x = randn({2, 64, 96}, kFloat32, &gen), weight = randn({128, 96}, kFloat32, &gen),
+         bias = randn({128}, kFloat32, &gen), b = randn({2, 96, 80}, kFloat32, &gen);
+  Tensor q = randn({2, 4, 64, 32}, kFloat32, &gen), k = randn({2, 4, 64, 32}, kFloat32, &gen),
+         v = randn({2, 4, 64, 32}, kFloat32, &gen);
+  auto products = [&] {
+    return std::vector<Tensor>{linear(x, weight, bias), linear_gelu(x, weight, bias), matmul(x, b),
+                               scaled_dot_product_attention(q, k, v)};
+  };
+  const std::vector<Tensor> expected = products();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      for (int call = 0; call < 30; ++call) {
+        std::vector<Tensor> actual = products();
+        for (size_t i = 0; i < actual.size(); ++i) {
+          if (!allclose(actual[i], expected[i], 1e-6, 1e-6)) ++wrong;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0) << "products that differ from the single-threaded ones";
 }
 
 TEST(Ops, ErrorsNameTheOpAndShapes) {
