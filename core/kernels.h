@@ -30,6 +30,12 @@ enum class ReduceOp : uint8_t { Sum, Mean, Max, Min, ArgMax, ArgMin, Var };
 
 enum class RandomKind : uint8_t { Uniform, Normal };
 
+/// What a GEMM's b is to its caller. Transient: anything a step may change before the next
+/// call (activations, gradients, weights while training). InferenceWeight: the b of a product
+/// autograd does not record, which the CPU backend keeps in oneDNN's packed layout once it sees
+/// it again unchanged (core/weight_packing.h); a Transient use drops such a copy.
+enum class GemmB : uint8_t { Transient, InferenceWeight };
+
 namespace kernels {
 
 /// out = op(in); in and out have the same shape; dtypes equal except LogicalNot (out bool).
@@ -66,9 +72,11 @@ using ReduceFn = void(ReduceOp op, const Tensor& in, const Shape& dims, const Te
                       const Tensor& indices, int64_t correction);
 /// out (B, M, N) = a (B, M, K) @ b (B, K, N) [+ bias (N)]; a and b may be transposed views or
 /// have batch stride 0; out is contiguous. beta = 1 accumulates into out instead.
-using MatmulFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate);
+using MatmulFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate,
+                      GemmB b_use);
 /// out (B, M, N) = gelu(a @ b + bias) with erf GELU, in one GEMM with a fused epilogue
-/// (inference: backward needs the pre-activation this never stores). Layouts as MatmulFn.
+/// (inference: backward needs the pre-activation this never stores, so b is an
+/// InferenceWeight). Layouts as MatmulFn.
 using LinearGeluFn = void(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out);
 /// Fused attention, per (batch, head): S = scale * q k^T + mask, P = softmax(S) over keys,
 /// out = dropout(P) v. q, out (B, H, Tq, D) and k, v (B, H, Tk, D) with any strides but unit

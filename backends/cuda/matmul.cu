@@ -202,7 +202,8 @@ void add_bias(const Tensor& bias, const Tensor& out) {
   kernels::add_scaled(out.device(), out, bias.expand(out.sizes()), 1.0, out);
 }
 
-void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate) {
+// cuBLAS takes B as it is: b_use (a CPU packing hint) changes nothing here.
+void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out, bool accumulate, GemmB) {
   if (out.numel() == 0) return;
   const double beta = accumulate ? 1.0 : 0.0;
   if (a.size(2) == 0) {  // empty inner dimension: the product is zero (plus bias)
@@ -220,7 +221,7 @@ void matmul_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const T
 
 void linear_gelu_kernel(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   if (out.numel() == 0) return;
-  matmul_kernel(a, b, bias, out, false);  // the bias fused where cuBLASLt can
+  matmul_kernel(a, b, bias, out, false, GemmB::InferenceWeight);  // the bias fused where cuBLASLt can
   kernels::unary(out.device(), UnaryOp::Gelu, out, out);
 }
 

@@ -63,7 +63,7 @@ namespace {
 // (B, M, K) @ (B, K, N) into a new (B, M, N) tensor, operands taken as strided views.
 Tensor gemm(const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
-  kernels::matmul(a.device(), a, b, Tensor(), out, false);
+  kernels::matmul(a.device(), a, b, Tensor(), out, false, GemmB::Transient);
   return out;
 }
 

@@ -16,7 +16,8 @@ namespace {
 // batch from expand); the kernel takes them as they are.
 Tensor bmm(const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty({a.size(0), a.size(1), b.size(2)}, a.dtype(), a.device());
-  kernels::matmul(a.device(), a, b, Tensor(), out, false);
+  const GemmB b_use = autograd::any_requires_grad({&a, &b}) ? GemmB::Transient : GemmB::InferenceWeight;
+  kernels::matmul(a.device(), a, b, Tensor(), out, false, b_use);
   autograd::record::bmm(out, a, b);
   return out;
 }
@@ -94,10 +95,12 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in_features});  // (rows, in)
   Tensor out2 = Tensor::empty({x2.size(0), out_features}, x.dtype(), x.device());
+  const GemmB weight_use =
+      autograd::any_requires_grad({&x, &weight, &bias}) ? GemmB::Transient : GemmB::InferenceWeight;
   {
     NoGradGuard no_grad;
     // (1, rows, in) @ (1, in, out): the weight enters transposed through its strides.
-    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), bias, out2.unsqueeze(0), false);
+    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), bias, out2.unsqueeze(0), false, weight_use);
   }
   autograd::record::linear(out2, x2, weight, bias);
   if (x.dim() == 2) return out2;
@@ -130,7 +133,8 @@ Tensor linear_gelu_training(const Tensor& x, const Tensor& weight, const Tensor&
   {
     NoGradGuard no_grad;
     Tensor pre_activation = Tensor::empty(out2.sizes(), kFloat32, x.device());  // (rows, out)
-    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), Tensor(), pre_activation.unsqueeze(0), false);
+    kernels::matmul(x.device(), x2.unsqueeze(0), weight.t().unsqueeze(0), Tensor(), pre_activation.unsqueeze(0), false,
+                    GemmB::Transient);
     kernels::gelu_with_derivative(x.device(), pre_activation, bias.defined() ? bias.contiguous() : Tensor(), false,
                                   out2, derivative);
   }

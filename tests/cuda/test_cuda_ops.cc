@@ -387,13 +387,14 @@ TEST(CudaOps, MatmulKernelAccumulatesAndHandlesEmptyK) {
   const Tensor start = random_input({2, 8, 5}, kFloat32, 32), bias = random_input({5}, kFloat32, 33);
   for (bool with_bias : {false, true}) {
     Tensor expected = start.clone(), actual = start.to(kCuda);
-    kernels::matmul(kCPU, a, b, with_bias ? bias : Tensor(), expected, true);
-    kernels::matmul(kCuda, a.to(kCuda), b.to(kCuda), with_bias ? bias.to(kCuda) : Tensor(), actual, true);
+    kernels::matmul(kCPU, a, b, with_bias ? bias : Tensor(), expected, true, GemmB::Transient);
+    kernels::matmul(kCuda, a.to(kCuda), b.to(kCuda), with_bias ? bias.to(kCuda) : Tensor(), actual, true,
+                    GemmB::Transient);
     EXPECT_TRUE(tensors_close(actual.cpu(), expected, 1e-5, 1e-4)) << "accumulate, bias " << with_bias;
   }
   Tensor empty_k = random_input({1, 4, 5}, kFloat32, 34).to(kCuda);
   kernels::matmul(kCuda, empty({1, 4, 0}, TensorOptions(kFloat32, kCuda)), empty({1, 0, 5}, TensorOptions(kFloat32, kCuda)),
-                  bias.to(kCuda), empty_k, false);
+                  bias.to(kCuda), empty_k, false, GemmB::Transient);
   EXPECT_TRUE(tensors_close(empty_k.cpu(), bias.expand({1, 4, 5}), 0, 0)) << "K = 0 gives the bias";
 }
 

@@ -15,10 +15,13 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "core/autograd/grad_mode.h"
 #include "core/safetensors.h"
+#include "core/weight_packing.h"
 #include "models/bert.h"
 #include "models/pretrained.h"
 
@@ -37,30 +40,16 @@ std::string minilm_dir() {
   return std::string(home ? home : "") + "/.cache/accel/models/all-MiniLM-L6-v2";
 }
 
-TEST(MiniLM, MatchesTransformersAndSentenceTransformers) {
-  const std::string dir = minilm_dir();
-  if (!fs::exists(fs::path(dir) / "model.safetensors")) {
-    GTEST_SKIP() << "all-MiniLM-L6-v2 not found in " << dir
-                 << "; run scripts/fetch_minilm.sh (or set ACCEL_MINILM_DIR) to enable this test";
-  }
-  auto reference = safetensors::load(kReference).tensors;
-  const Tensor& ids = reference.at("input_ids");  // (N, T)
+// The last hidden state at the real tokens (the reference stores them sentence after sentence)
+// and the sentence embeddings against the reference's.
+void expect_matches_reference(const Tensor& hidden, const std::map<std::string, Tensor>& reference) {
   const Tensor& mask = reference.at("attention_mask");
   const Tensor& expected_hidden = reference.at("last_hidden_state");  // (real tokens, 384)
   const Tensor& expected_embeddings = reference.at("embeddings");     // (N, 384)
-
-  PretrainedOptions options;
-  options.verbose = false;
-  auto model = bert_from_pretrained(dir, options);
-  model->eval();
-  EXPECT_EQ(model->config.hidden_size, 384);
-  EXPECT_EQ(model->encoder->layer->size(), 6u);
-  Tensor hidden = model->forward(ids, mask, reference.at("token_type_ids")).last_hidden_state;  // (N, T, 384)
-  Tensor embeddings = l2_normalize(mean_pooling(hidden, mask));                                // (N, 384)
+  Tensor embeddings = l2_normalize(mean_pooling(hidden, mask));        // (N, 384)
   ASSERT_EQ(embeddings.sizes(), expected_embeddings.sizes());
 
-  // Last hidden state at the real tokens: the reference stores them sentence after sentence.
-  const int64_t N = ids.size(0), T = ids.size(1), H = hidden.size(2);
+  const int64_t N = mask.size(0), T = mask.size(1), H = hidden.size(2);
   std::vector<float> actual = hidden.contiguous().to_vector<float>();
   std::vector<float> expected = expected_hidden.to_vector<float>();
   std::vector<int64_t> keep = mask.to_vector<int64_t>();
@@ -93,6 +82,36 @@ TEST(MiniLM, MatchesTransformersAndSentenceTransformers) {
     min_cosine = std::min(min_cosine, cos[n]);
   }
   std::cout << "[          ] embeddings: min cosine " << std::setprecision(12) << min_cosine << "\n";
+}
+
+TEST(MiniLM, MatchesTransformersAndSentenceTransformers) {
+  const std::string dir = minilm_dir();
+  if (!fs::exists(fs::path(dir) / "model.safetensors")) {
+    GTEST_SKIP() << "all-MiniLM-L6-v2 not found in " << dir
+                 << "; run scripts/fetch_minilm.sh (or set ACCEL_MINILM_DIR) to enable this test";
+  }
+  auto reference = safetensors::load(kReference).tensors;
+  const Tensor& ids = reference.at("input_ids");  // (N, T)
+  const Tensor& mask = reference.at("attention_mask");
+
+  PretrainedOptions options;
+  options.verbose = false;
+  auto model = bert_from_pretrained(dir, options);
+  model->eval();
+  EXPECT_EQ(model->config.hidden_size, 384);
+  EXPECT_EQ(model->encoder->layer->size(), 6u);
+  auto forward = [&] { return model->forward(ids, mask, reference.at("token_type_ids")).last_hidden_state; };
+  expect_matches_reference(forward(), reference);  // (N, T, 384), autograd on (the weights require grad)
+
+  // Inference: the first forward remembers the weights, the second packs them (weight_packing.h),
+  // the third runs on the packed copies alone.
+  NoGradGuard no_grad;
+  const size_t packs_before = cpu_packed_weight_stats().packs;
+  forward();
+  forward();
+  EXPECT_GT(cpu_packed_weight_stats().packs, packs_before) << "inference packed no weight";
+  SCOPED_TRACE("packed weights");
+  expect_matches_reference(forward(), reference);
 }
 
 }  // namespace
