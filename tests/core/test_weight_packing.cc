@@ -29,6 +29,13 @@ class WeightPacking : public ::testing::Test {
 
 size_t packed_weights() { return cpu_packed_weight_stats().weights; }
 
+// Two inference uses of a weight no other test packed: the second packs it.
+void pack_by_using_twice(const Tensor& x, const Tensor& weight) {
+  linear(x, weight);
+  linear(x, weight);
+  EXPECT_EQ(packed_weights(), 1u) << "two inference uses should have packed the weight";
+}
+
 TEST_F(WeightPacking, SecondInferenceUsePacksAndMatchesThePlainProduct) {
   Generator gen(11);
   // Rows of 768 floats (3 KiB apart), as BERT-base's; more rows than the aliasing copy's threshold.
@@ -72,9 +79,7 @@ TEST_F(WeightPacking, InPlaceWriteDropsTheCopyAndTheNextProductSeesTheNewValues)
   Generator gen(13);
   Tensor x = randn({64, 32}, kFloat32, &gen), weight = randn({48, 32}, kFloat32, &gen);
   NoGradGuard no_grad;
-  linear(x, weight);
-  linear(x, weight);
-  ASSERT_EQ(packed_weights(), 1u);
+  pack_by_using_twice(x, weight);
   weight.mul_(2.0);  // what an optimizer step does: same storage, new version
   Tensor expected = linear(x.to(kFloat64), weight.to(kFloat64));
   EXPECT_TRUE(allclose(linear(x, weight).to(kFloat64), expected, 1e-5, 1e-5));
@@ -88,9 +93,7 @@ TEST_F(WeightPacking, TrainingNeverPacksAndDropsCopiesFromEvaluation) {
   Tensor x = randn({64, 32}, kFloat32, &gen), weight = randn({48, 32}, kFloat32, &gen).requires_grad_();
   {
     NoGradGuard no_grad;  // evaluation packs the weight
-    linear(x, weight);
-    linear(x, weight);
-    ASSERT_EQ(packed_weights(), 1u);
+    pack_by_using_twice(x, weight);
   }
   for (int step = 0; step < 3; ++step) {  // forward with autograd on, backward twice at one version
     Tensor y = linear(x, weight);
@@ -107,9 +110,7 @@ TEST_F(WeightPacking, FreedWeightsCopyGoesWithTheNextNewWeight) {
   NoGradGuard no_grad;
   {
     Tensor weight = randn({48, 32}, kFloat32, &gen);
-    linear(x, weight);
-    linear(x, weight);
-    ASSERT_EQ(packed_weights(), 1u);
+    pack_by_using_twice(x, weight);
   }
   // Another weight, possibly at the freed one's address: its first use sweeps the freed entry
   // and is not mistaken for the old weight's second.
@@ -124,9 +125,7 @@ TEST_F(WeightPacking, SwitchedOffDropsEveryCopyAndPacksNothing) {
   Generator gen(16);
   Tensor x = randn({64, 32}, kFloat32, &gen), weight = randn({48, 32}, kFloat32, &gen);
   NoGradGuard no_grad;
-  linear(x, weight);
-  linear(x, weight);
-  ASSERT_EQ(packed_weights(), 1u);
+  pack_by_using_twice(x, weight);
   set_cpu_weight_packing(false);
   EXPECT_FALSE(cpu_weight_packing());
   EXPECT_EQ(packed_weights(), 0u);
