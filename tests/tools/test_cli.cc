@@ -322,5 +322,32 @@ TEST(AccelEmbed, BadJsonLineNamesItsNumber) {
   EXPECT_TRUE(r.out.empty()) << "nothing is written when the input is bad";
 }
 
+// One sentence per batch: the second batch packs the weights (core/weight_packing.h) and later
+// ones multiply the packed copies wherever oneDNN wants that layout for their row count; the
+// rows must match those of a run with packing off.
+TEST(AccelEmbed, PackedWeightsGiveTheRowsOfPlainOnes) {
+  const std::string embed = kEmbed + " --model '" + kTinyBertDir + "' --threads 1 --batch-size 1";
+  Result packed = run(embed, join_lines(kSentences));
+  Result plain = run("ACCEL_PACK_WEIGHTS=0 " + embed, join_lines(kSentences));
+  ASSERT_EQ(packed.exit_code, 0) << packed.err;
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  std::vector<std::vector<double>> rows = parse_rows(packed.out), expected = parse_rows(plain.out);
+  ASSERT_EQ(rows.size(), kSentences.size());
+  ASSERT_EQ(expected.size(), kSentences.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_EQ(rows[i].size(), expected[i].size());
+    for (size_t h = 0; h < rows[i].size(); ++h) {
+      EXPECT_NEAR(rows[i][h], expected[i][h], 1e-5) << "sentence " << i << ", component " << h;
+    }
+  }
+}
+
+TEST(AccelEmbed, BadPackWeightsSettingIsAClearError) {
+  Result r = run("ACCEL_PACK_WEIGHTS=yes " + kEmbed + " --model '" + kTinyBertDir + "'", "t5 t6\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("ACCEL_PACK_WEIGHTS: expected 0 (off) or 1 (on), found 'yes'"));
+  EXPECT_TRUE(r.out.empty());
+}
+
 }  // namespace
 }  // namespace accel::tools
