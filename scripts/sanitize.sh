@@ -3,9 +3,9 @@
 #   build-asan  AddressSanitizer with its LeakSanitizer, and UndefinedBehaviorSanitizer: the whole
 #               CTest suite, mpirun tests included. Any report, and any leak at exit, fails its test.
 #   build-tsan  ThreadSanitizer: only the data loader tests, the asynchronous collective tests
-#               (ddp and zero under mpirun) and GEMMs from several threads at once (shared
-#               primitives, the packed-weight cache): the code where accel runs threads and
-#               overlaps work, or threads share state.
+#               (ddp and zero under mpirun), and GEMMs and BERT forwards from several threads
+#               at once (shared primitives, the packed-weight cache): the code where accel runs
+#               threads and overlaps work, or threads share state.
 # Both keep line tables only (enough for symbolized stacks, cheap to build); the libraries
 # compile at -O1 (CMakeLists.txt: accel_instrumented_library), the tests, tools and examples at
 # -O0, which instruments in a third of the time and costs the suite little: its time is in kernels.
@@ -52,9 +52,10 @@ for stage in "${stages[@]}"; do
       # their barriers for races; one OpenMP thread leaves the threads accel starts itself.
       export OMP_NUM_THREADS=1
       cmake -S . -B build-tsan "${common[@]}" -DACCEL_TSAN=ON >/dev/null
-      timed "tsan build" cmake --build build-tsan -j"$jobs" --target test_data test_ddp test_zero test_tensor test_weight_packing
+      timed "tsan build" cmake --build build-tsan -j"$jobs" \
+        --target test_data test_ddp test_zero test_tensor test_weight_packing test_bert
       timed "tsan tests" ctest --test-dir build-tsan --output-on-failure -j"$jobs" \
-        -R '^((Collate|DataLoader|Glue|MapExamples|Readers)\.|(ddp|zero)_np|(Ops|WeightPacking)\.Concurrent)'
+        -R '^((Collate|DataLoader|Glue|MapExamples|Readers)\.|(ddp|zero)_np|(Ops|WeightPacking|BertPretrained)\.Concurrent)'
       ;;
     *) echo "sanitize.sh: unknown stage '$stage' (expected asan or tsan)" >&2; exit 2 ;;
   esac

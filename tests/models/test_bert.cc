@@ -25,6 +25,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -34,9 +35,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/autocast.h"
+#include "core/autograd/grad_mode.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "core/safetensors.h"
@@ -355,6 +358,34 @@ TEST(BertPretrained, SharedTinyBertLoadsAndRuns) {
   // Post-LayerNorm outputs: each token's features have mean ~0 and unit variance before the
   // affine part, so with trained weights the values stay in a sane range.
   EXPECT_LT(abs(out.last_hidden_state).max().item<float>(), 100.0f);
+}
+
+// A server answering requests on one model from several threads: each thread's forwards,
+// float32 and under bf16 autocast, with packed weights shared between them (weight_packing.h)
+// and its own autocast casts (thread-local), give the single-threaded hidden states.
+TEST(BertPretrained, ConcurrentInferenceMatchesOneThread) {
+  auto model = bert_from_pretrained(kSharedTinyBert, quiet());
+  model->eval();
+  Tensor ids = from_vector<int64_t>({2, 45, 67, 89, 3, 2, 100, 3, 0, 0}, {2, 5});
+  Tensor mask = from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, {2, 5});
+  auto hidden = [&](bool bf16) {
+    NoGradGuard no_grad;
+    AutocastGuard autocast(kBFloat16, bf16);
+    return model->forward(ids, mask).last_hidden_state;
+  };
+  const Tensor expected_fp32 = hidden(false), expected_bf16 = hidden(true);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      for (int call = 0; call < 10; ++call) {
+        const bool bf16 = (t + call) % 2 == 1;
+        if (!allclose(hidden(bf16), bf16 ? expected_bf16 : expected_fp32, 1e-6, 1e-6)) ++wrong;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0) << "forwards that differ from the single-threaded ones";
 }
 
 // from_pretrained builds the model without initializing it (seconds for BERT-base, drawn only
