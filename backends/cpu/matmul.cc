@@ -53,9 +53,9 @@ MatrixLayout layout_of(const Tensor& t, int64_t batch) {
 }
 
 // C (dense) and the bias row for a product whose A has this rank: 3-D (B, M, N), or 2-D
-// (M, N) when the batch was folded into A's rows.
+// (B * M, N) when the batch was folded into A's rows.
 memory::desc c_desc(size_t rank, int64_t B, int64_t M, int64_t N, memory::data_type dt) {
-  return rank == 2 ? memory::desc({M, N}, dt, memory::dims{N, 1})
+  return rank == 2 ? memory::desc({B * M, N}, dt, memory::dims{N, 1})
                    : memory::desc({B, M, N}, dt, memory::dims{M * N, N, 1});
 }
 memory::desc bias_desc(size_t rank, int64_t N, memory::data_type dt) {
@@ -171,7 +171,7 @@ void execute(const CachedMatmul& cached, const MatrixLayout& la, const Tensor& a
   dnnl::engine& engine = cpu_engine();
   const size_t rank = la.dims.size();
   memory a_mem({la.dims, dt, la.strides}, engine, a.data_ptr());
-  memory c_mem(rank == 2 ? c_desc(2, 1, B * M, N, dt) : c_desc(3, B, M, N, dt), engine, out.data_ptr());
+  memory c_mem(c_desc(rank, B, M, N, dt), engine, out.data_ptr());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
   if (bias.defined()) {
     args.emplace(DNNL_ARG_BIAS, memory(bias_desc(rank, N, dt), engine, bias.data_ptr()));
@@ -187,14 +187,13 @@ void execute(const CachedMatmul& cached, const MatrixLayout& la, const Tensor& a
   stream.wait();
 }
 
-// A (B, M, K) as one (B * M, K) matrix, when its batch stride allows it.
+// A (B, M, K) as one (B * M, K) matrix, when its matrices lie one after another (not when
+// they are one matrix broadcast over the batch).
 std::optional<MatrixLayout> rows_of(const Tensor& a) {
-  const int64_t B = a.size(0), M = a.size(1), K = a.size(2);
-  int64_t s_row = a.stride(1), s_col = a.stride(2);
-  if (K == 1) s_col = 1;
-  if (M == 1) s_row = K * s_col;
-  if (B > 1 && a.stride(0) != M * s_row) return std::nullopt;
-  return MatrixLayout{{B * M, K}, {s_row, s_col}};
+  const int64_t B = a.size(0);
+  const MatrixLayout l = layout_of(a, B);
+  if (l.dims[0] != B || (B > 1 && l.strides[0] != l.dims[1] * l.strides[1])) return std::nullopt;
+  return MatrixLayout{{B * l.dims[1], l.dims[2]}, {l.strides[1], l.strides[2]}};
 }
 
 // The product with B's packed copy, when B is one matrix used in inference and the cache
